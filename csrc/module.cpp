@@ -10,6 +10,7 @@
 #include "cpu_features.h"
 #include "geometry.h"
 #include "parallel.h"
+#include "peak.h"
 #include "pool2d.h"
 
 namespace py = pybind11;
@@ -391,6 +392,12 @@ PYBIND11_MODULE(_C, m) {
     m.def("active_isa", []() { return std::string(isa_name(active_isa())); });
     m.def("best_isa", []() { return std::string(isa_name(best_supported_isa())); });
     m.def("set_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); }, py::arg("isa"));
+    m.def("measure_peak_gflops", [](int64_t iterations) {
+        if (iterations < 1) throw std::invalid_argument("measure_peak_gflops: iterations must be positive");
+        py::gil_scoped_release release;
+        return measure_fma_peak_gflops(iterations);
+    }, py::arg("iterations") = 20000000,
+       "FP32 GFLOP/s of a register-only FMA loop on the active SIMD path and thread count");
 #ifdef _OPENMP
     m.attr("openmp") = true;
 #else
