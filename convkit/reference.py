@@ -286,8 +286,9 @@ def _scatter_max_grad(fn, gy, idx, valid, empty, init, shape):
                          f"pooling window (as returned with return_indices=True); {bad} are not")
     keep = valid & ~dropped
     planes = n * c
-    vals = np.where(keep, gy, 0.0).reshape(planes, -1)
-    flat_idx = np.where(keep, idx, 0).reshape(planes, -1)
+    m = idx.shape[2] * idx.shape[3]
+    vals = np.where(keep, gy, 0.0).reshape(planes, m)
+    flat_idx = np.where(keep, idx, 0).reshape(planes, m)
     return _scatter_planes(flat_idx, vals, planes, h * w).reshape(shape)
 
 
@@ -484,11 +485,11 @@ def adaptive_avg_pool2d_backward(grad_out, x):
     g = _grad_geometry(fn, grad_out, x)
     h0, h1, w0, w1 = _adaptive_sizes(g)
     gq = _batch4(grad_out, g.unbatched) / (h1 - h0)[:, None] / (w1 - w0)[None, :]
-    planes, hw = g.planes, g.in_h * g.in_w
+    planes, hw, m = g.planes, g.in_h * g.in_w, g.out_h * g.out_w
     gx = np.zeros((planes, hw))
     for rows, cols, valid in _adaptive_taps(g):
-        idx = np.broadcast_to(rows[:, None] * g.in_w + cols[None, :], g.y_shape).reshape(planes, -1)
-        gx += _scatter_planes(idx, np.where(valid, gq, 0.0).reshape(planes, -1), planes, hw)
+        idx = np.broadcast_to(rows[:, None] * g.in_w + cols[None, :], g.y_shape).reshape(planes, m)
+        gx += _scatter_planes(idx, np.where(valid, gq, 0.0).reshape(planes, m), planes, hw)
     return _result(gx.reshape(g.x_shape), g, dtype)
 
 
