@@ -1,0 +1,623 @@
+"""Pooling ops (max, avg, lp, adaptive avg/max, global avg) forward and
+backward: the native CPU backend against the NumPy reference, plus
+independent brute-force definitions for indices, ties and NaN handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import convkit
+import convkit.reference as ref
+from helpers import (
+    F32_RTOL,
+    F64_RTOL,
+    adaptive_out_hw,
+    as_pair,
+    assert_bitwise_equal,
+    assert_close,
+    batched_shape,
+    pool_out_hw,
+)
+
+HYP = settings(max_examples=40, deadline=None,
+               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+# n: batch (None = unbatched), c, h, w, kw: pool keyword arguments
+MAX_CASES = {
+    "k2": dict(n=2, c=3, h=6, w=6, kw=dict(kernel_size=2)),
+    "k3s2": dict(n=2, c=2, h=7, w=8, kw=dict(kernel_size=3, stride=2)),
+    "k3s2p1": dict(n=1, c=3, h=7, w=6, kw=dict(kernel_size=3, stride=2, padding=1)),
+    "rect": dict(n=2, c=2, h=7, w=6, kw=dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 1))),
+    "dilation2": dict(n=1, c=2, h=8, w=9, kw=dict(kernel_size=3, stride=1, padding=1, dilation=2)),
+    "dilation_pair_ceil": dict(n=2, c=2, h=9, w=8, kw=dict(kernel_size=(2, 3), stride=(3, 2), dilation=(2, 1),
+                                                         ceil_mode=True)),
+    "ceil_k2s2": dict(n=1, c=2, h=5, w=7, kw=dict(kernel_size=2, stride=2, ceil_mode=True)),
+    "ceil_drop_last": dict(n=1, c=2, h=5, w=5, kw=dict(kernel_size=2, stride=2, padding=1, ceil_mode=True)),
+    "ceil_k3s2p1": dict(n=2, c=1, h=6, w=6, kw=dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    "ceil_k5s2p2": dict(n=1, c=2, h=8, w=8, kw=dict(kernel_size=5, stride=2, padding=2, ceil_mode=True)),
+    "ceil_k3s3": dict(n=1, c=1, h=7, w=8, kw=dict(kernel_size=3, stride=3, ceil_mode=True)),
+    "k1": dict(n=1, c=2, h=4, w=5, kw=dict(kernel_size=1)),
+    "k1s2": dict(n=1, c=2, h=5, w=5, kw=dict(kernel_size=1, stride=2)),
+    "whole_plane": dict(n=2, c=3, h=4, w=5, kw=dict(kernel_size=(4, 5))),
+    "pad_half": dict(n=1, c=2, h=5, w=6, kw=dict(kernel_size=4, stride=1, padding=2)),
+    "stride_list": dict(n=1, c=2, h=6, w=7, kw=dict(kernel_size=[2, 3], stride=[1, 2], padding=[1, 0])),
+    "unbatched": dict(n=None, c=3, h=6, w=5, kw=dict(kernel_size=3, stride=2, padding=1)),
+    "batch0": dict(n=0, c=3, h=6, w=5, kw=dict(kernel_size=2)),
+    "one_pixel": dict(n=1, c=1, h=1, w=1, kw=dict(kernel_size=1)),
+}
+
+AVG_CASES = {
+    "k2": dict(n=2, c=3, h=6, w=6, kw=dict(kernel_size=2)),
+    "k3s2p1": dict(n=1, c=2, h=7, w=6, kw=dict(kernel_size=3, stride=2, padding=1)),
+    "k3s2p1_nopad": dict(n=1, c=2, h=7, w=6, kw=dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
+    "rect": dict(n=2, c=2, h=7, w=5, kw=dict(kernel_size=(3, 2), stride=(1, 2), padding=(1, 1))),
+    "ceil_p0": dict(n=1, c=2, h=5, w=7, kw=dict(kernel_size=2, stride=2, ceil_mode=True)),
+    "ceil_pad_include": dict(n=1, c=2, h=6, w=6, kw=dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    "ceil_pad_exclude": dict(n=1, c=2, h=6, w=6, kw=dict(kernel_size=3, stride=2, padding=1, ceil_mode=True,
+                                                         count_include_pad=False)),
+    "ceil_drop_last": dict(n=2, c=1, h=5, w=5, kw=dict(kernel_size=2, stride=2, padding=1, ceil_mode=True)),
+    "divisor3": dict(n=1, c=2, h=6, w=6, kw=dict(kernel_size=2, divisor_override=3)),
+    "divisor_ceil_pad": dict(n=1, c=2, h=7, w=6, kw=dict(kernel_size=3, stride=2, padding=1, ceil_mode=True,
+                                                         divisor_override=5)),
+    "divisor_negative": dict(n=1, c=1, h=4, w=4, kw=dict(kernel_size=2, divisor_override=-2)),
+    "k1s2": dict(n=1, c=2, h=5, w=5, kw=dict(kernel_size=1, stride=2)),
+    "whole_plane": dict(n=2, c=2, h=3, w=4, kw=dict(kernel_size=(3, 4))),
+    "pad_half": dict(n=1, c=2, h=5, w=6, kw=dict(kernel_size=4, stride=3, padding=2, count_include_pad=False)),
+    "unbatched": dict(n=None, c=2, h=5, w=6, kw=dict(kernel_size=3, stride=2, padding=1)),
+    "batch0": dict(n=0, c=2, h=5, w=6, kw=dict(kernel_size=2)),
+}
+
+LP_CASES = {
+    "p2_k2": dict(n=2, c=2, h=6, w=6, norm=2.0, kw=dict(kernel_size=2)),
+    "p1_k3s2": dict(n=1, c=2, h=7, w=7, norm=1.0, kw=dict(kernel_size=3, stride=2)),
+    "p3_rect": dict(n=1, c=2, h=7, w=6, norm=3.0, kw=dict(kernel_size=(3, 2), stride=(1, 2))),
+    "p1.5_ceil": dict(n=2, c=1, h=7, w=5, norm=1.5, kw=dict(kernel_size=2, stride=2, ceil_mode=True)),
+    "p2_ceil_k3s2": dict(n=1, c=2, h=6, w=8, norm=2, kw=dict(kernel_size=3, stride=2, ceil_mode=True)),
+    "p4_int_norm": dict(n=1, c=1, h=4, w=4, norm=4, kw=dict(kernel_size=2, stride=1)),
+    "unbatched": dict(n=None, c=2, h=5, w=5, norm=2.0, kw=dict(kernel_size=2)),
+    "batch0": dict(n=0, c=2, h=5, w=5, norm=2.0, kw=dict(kernel_size=2)),
+}
+
+ADAPTIVE_CASES = {
+    "divisible": dict(n=2, c=2, h=8, w=6, out=(4, 3)),
+    "non_divisible": dict(n=2, c=3, h=7, w=5, out=(3, 2)),
+    "int_size": dict(n=1, c=2, h=10, w=7, out=3),
+    "upsample": dict(n=1, c=2, h=3, w=4, out=(5, 7)),
+    "identity": dict(n=1, c=2, h=5, w=4, out=(5, 4)),
+    "to_1x1": dict(n=2, c=2, h=5, w=6, out=1),
+    "none_entry": dict(n=1, c=2, h=6, w=5, out=(None, 2)),
+    "mixed": dict(n=1, c=1, h=10, w=3, out=(4, 3)),
+    "unbatched": dict(n=None, c=2, h=7, w=7, out=(3, 5)),
+    "batch0": dict(n=0, c=2, h=7, w=7, out=(3, 5)),
+}
+
+
+def _x(rng, case, dtype=np.float64, positive=False, ties=False):
+    shape = batched_shape(case["n"], case["c"], case["h"], case["w"])
+    if ties:
+        return rng.integers(0, 3, size=shape).astype(dtype)
+    a = rng.standard_normal(shape)
+    if positive:
+        a = np.abs(a) + 0.1
+    return a.astype(dtype)
+
+
+def _gy(rng, case, oh, ow, dtype=np.float64):
+    return rng.standard_normal(batched_shape(case["n"], case["c"], oh, ow)).astype(dtype)
+
+
+def _pool_hw(case):
+    kw = case["kw"]
+    return pool_out_hw(case["h"], case["w"], kw["kernel_size"], kw.get("stride"), kw.get("padding", 0),
+                       kw.get("dilation", 1), kw.get("ceil_mode", False))
+
+
+def _poison_heap(nbytes):
+    blocks = [np.full(max(1, nbytes // 8), np.nan) for _ in range(4)]
+    del blocks
+
+
+# --------------------------------------------------------------------------- #
+# brute-force max pooling (independent of convkit.reference)
+# --------------------------------------------------------------------------- #
+
+
+def brute_max_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """PyTorch's CPU rule: scan window in row-major order, take v if v > best
+    or v is NaN; returns (y, flat indices)."""
+    kh, kw = as_pair(kernel_size)
+    sh, sw = as_pair(kernel_size if stride is None else stride)
+    ph, pw = as_pair(padding)
+    dh, dw = as_pair(dilation)
+    h, w = x.shape[-2:]
+    oh, ow = pool_out_hw(h, w, kernel_size, stride, padding, dilation, ceil_mode)
+    planes = x.reshape(-1, h, w)
+    y = np.empty((planes.shape[0], oh, ow), dtype=x.dtype)
+    idx = np.empty((planes.shape[0], oh, ow), dtype=np.int64)
+    for p in range(planes.shape[0]):
+        for i in range(oh):
+            for j in range(ow):
+                best, bi = -np.inf, -1
+                for r in range(kh):
+                    ih = i * sh - ph + r * dh
+                    if not 0 <= ih < h:
+                        continue
+                    for s in range(kw):
+                        iw = j * sw - pw + s * dw
+                        if not 0 <= iw < w:
+                            continue
+                        v = planes[p, ih, iw]
+                        if bi < 0 or v > best or np.isnan(v):
+                            best, bi = v, ih * w + iw
+                y[p, i, j] = best
+                idx[p, i, j] = bi
+    return y.reshape(x.shape[:-2] + (oh, ow)), idx.reshape(x.shape[:-2] + (oh, ow))
+
+
+def brute_adaptive_max(x, output_size):
+    h, w = x.shape[-2:]
+    oh, ow = adaptive_out_hw(h, w, output_size)
+    planes = x.reshape(-1, h, w)
+    y = np.empty((planes.shape[0], oh, ow), dtype=x.dtype)
+    idx = np.empty((planes.shape[0], oh, ow), dtype=np.int64)
+    for p in range(planes.shape[0]):
+        for i in range(oh):
+            h0, h1 = (i * h) // oh, -((-(i + 1) * h) // oh)
+            for j in range(ow):
+                w0, w1 = (j * w) // ow, -((-(j + 1) * w) // ow)
+                best, bi = None, -1
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        v = planes[p, ih, iw]
+                        if best is None or v > best or np.isnan(v):
+                            best, bi = v, ih * w + iw
+                y[p, i, j] = best
+                idx[p, i, j] = bi
+    return y.reshape(x.shape[:-2] + (oh, ow)), idx.reshape(x.shape[:-2] + (oh, ow))
+
+
+def brute_avg_pool(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                   divisor_override=None):
+    """PyTorch's CPU avg_pool2d divisor rules."""
+    kh, kw = as_pair(kernel_size)
+    sh, sw = as_pair(kernel_size if stride is None else stride)
+    ph, pw = as_pair(padding)
+    h, w = x.shape[-2:]
+    oh, ow = pool_out_hw(h, w, kernel_size, stride, padding, 1, ceil_mode)
+    planes = x.reshape(-1, h, w)
+    y = np.empty((planes.shape[0], oh, ow), dtype=np.float64)
+    for i in range(oh):
+        for j in range(ow):
+            hs, ws = i * sh - ph, j * sw - pw
+            he, we = min(hs + kh, h + ph), min(ws + kw, w + pw)
+            pool_size = (he - hs) * (we - ws)
+            hs0, ws0, he0, we0 = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
+            if divisor_override is not None:
+                div = divisor_override
+            elif count_include_pad:
+                div = pool_size
+            else:
+                div = (he0 - hs0) * (we0 - ws0)
+            y[:, i, j] = planes[:, hs0:he0, ws0:we0].sum(axis=(1, 2)) / div
+    return y.reshape(x.shape[:-2] + (oh, ow))
+
+
+# --------------------------------------------------------------------------- #
+# max_pool2d
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+@pytest.mark.parametrize("name", list(MAX_CASES))
+def test_max_pool2d_matches_reference(rng, isa, name, ties):
+    case = MAX_CASES[name]
+    x = _x(rng, case, ties=ties)
+    oh, ow = _pool_hw(case)
+    ey, ei = ref.max_pool2d(x, return_indices=True, **case["kw"])
+    assert ey.shape == batched_shape(case["n"], case["c"], oh, ow)
+    for _ in range(2):
+        _poison_heap(ey.nbytes)
+        y, idx = convkit.max_pool2d(x, return_indices=True, backend="cpu", **case["kw"])
+        assert y.dtype == np.float64 and idx.dtype == np.int64
+        assert_bitwise_equal(y, ey)
+        assert_bitwise_equal(idx, ei)
+    y_only = convkit.max_pool2d(x, backend="cpu", **case["kw"])
+    assert isinstance(y_only, np.ndarray)
+    assert_bitwise_equal(y_only, ey)
+    gy = _gy(rng, case, oh, ow)
+    egx = ref.max_pool2d_backward(gy, x, ei, **case["kw"])
+    _poison_heap(x.nbytes)
+    gx = convkit.max_pool2d_backward(gy, x, idx, backend="cpu", **case["kw"])
+    assert_close(gx, egx, F64_RTOL, dtype=np.float64)
+
+
+@pytest.mark.parametrize("name", ["k3s2p1", "dilation_pair_ceil", "ceil_drop_last", "pad_half", "unbatched",
+                                  "whole_plane"])
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+def test_max_pool2d_matches_brute_force(rng, name, ties):
+    case = MAX_CASES[name]
+    x = _x(rng, case, ties=ties)
+    by, bi = brute_max_pool(x, **case["kw"])
+    for mod, kw in ((convkit, dict(backend="cpu")), (ref, {})):
+        y, idx = mod.max_pool2d(x, return_indices=True, **case["kw"], **kw)
+        assert_bitwise_equal(y, by)
+        assert_bitwise_equal(idx, bi)
+
+
+def test_max_pool2d_ties_first_max_wins():
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, 1, 1] = x[0, 0, 0, 1] = 5.0  # two maxima in the first window
+    for mod, kw in ((convkit, {}), (ref, {})):
+        y, idx = mod.max_pool2d(x, 2, return_indices=True, **kw)
+        assert idx[0, 0, 0, 0] == 1  # (0, 1) precedes (1, 1) in row-major order
+        assert idx[0, 0, 0, 1] == 2 and idx[0, 0, 1, 0] == 8 and idx[0, 0, 1, 1] == 10  # all-zero windows
+        assert y[0, 0, 0, 0] == 5.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool2d_nan_propagates(rng, isa, dtype):
+    x = rng.standard_normal((2, 2, 7, 7)).astype(dtype)
+    x[0, 0, 1, 1] = np.nan
+    x[0, 1, 3, 3] = np.nan
+    x[0, 1, 3, 4] = np.nan  # two NaNs in one window: the last one wins
+    x[1, 0, 6, 6] = np.nan
+    x[1, 1, 0, 0] = np.inf
+    x[1, 1, 0, 1] = -np.inf
+    kw = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
+    by, bi = brute_max_pool(x, **kw)
+    for mod in (convkit, ref):
+        y, idx = mod.max_pool2d(x, return_indices=True, **kw)
+        assert y.dtype == dtype
+        assert np.array_equal(np.isnan(y), np.isnan(by))
+        assert_bitwise_equal(y, by)
+        assert_bitwise_equal(idx, bi)
+    y, idx = convkit.max_pool2d(x, return_indices=True, **kw)
+    # every window containing a NaN gives NaN
+    assert np.isnan(y[0, 0, :2, :2]).all()
+    assert np.isnan(y[1, 0, -1, -1])
+
+
+def test_max_pool2d_all_nan_and_all_neg_inf():
+    x = np.full((1, 1, 4, 4), -np.inf)
+    y, idx = convkit.max_pool2d(x, 2, return_indices=True)
+    assert (y == -np.inf).all()
+    # every index must lie inside its own window
+    for i in range(2):
+        for j in range(2):
+            r, c = divmod(int(idx[0, 0, i, j]), 4)
+            assert 2 * i <= r < 2 * i + 2 and 2 * j <= c < 2 * j + 2
+    x = np.full((1, 1, 4, 4), np.nan)
+    y, idx = convkit.max_pool2d(x, 2, return_indices=True)
+    assert np.isnan(y).all()
+    assert_bitwise_equal(idx, brute_max_pool(x, 2)[1])
+
+
+def test_max_pool2d_backward_accumulates_overlaps():
+    """Overlapping windows that pick the same input add their gradients."""
+    x = np.zeros((1, 1, 3, 3))
+    x[0, 0, 1, 1] = 1.0
+    y, idx = convkit.max_pool2d(x, 2, stride=1, return_indices=True)
+    assert (idx == 4).all()
+    gy = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    gx = convkit.max_pool2d_backward(gy, x, idx, 2, stride=1)
+    expected = np.zeros((1, 1, 3, 3))
+    expected[0, 0, 1, 1] = 10.0
+    assert_bitwise_equal(gx, expected)
+
+
+@pytest.mark.parametrize("name", ["k3s2p1", "ceil_k3s2p1", "unbatched"])
+def test_max_pool2d_float32(rng, isa, name):
+    case = MAX_CASES[name]
+    x = _x(rng, case, np.float32)
+    y, idx = convkit.max_pool2d(x, return_indices=True, **case["kw"])
+    ey, ei = ref.max_pool2d(x.astype(np.float64), return_indices=True, **case["kw"])
+    assert y.dtype == np.float32
+    assert_bitwise_equal(y.astype(np.float64), ey)
+    assert_bitwise_equal(idx, ei)
+    gy = _gy(rng, case, *_pool_hw(case), dtype=np.float32)
+    gx = convkit.max_pool2d_backward(gy, x, idx, **case["kw"])
+    assert gx.dtype == np.float32
+    assert_close(gx, ref.max_pool2d_backward(gy.astype(np.float64), x.astype(np.float64), ei, **case["kw"]),
+                 F32_RTOL)
+
+
+# --------------------------------------------------------------------------- #
+# avg_pool2d
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("name", list(AVG_CASES))
+def test_avg_pool2d_matches_reference(rng, isa, name):
+    case = AVG_CASES[name]
+    x = _x(rng, case)
+    expected = ref.avg_pool2d(x, **case["kw"])
+    oh, ow = _pool_hw(case)
+    assert expected.shape == batched_shape(case["n"], case["c"], oh, ow)
+    for _ in range(2):
+        _poison_heap(expected.nbytes)
+        got = convkit.avg_pool2d(x, backend="cpu", **case["kw"])
+        assert_close(got, expected, F64_RTOL, dtype=np.float64)
+    gy = _gy(rng, case, oh, ow)
+    egx = ref.avg_pool2d_backward(gy, x, **case["kw"])
+    for _ in range(2):
+        _poison_heap(x.nbytes)
+        assert_close(convkit.avg_pool2d_backward(gy, x, backend="cpu", **case["kw"]), egx, F64_RTOL,
+                     dtype=np.float64)
+
+
+@pytest.mark.parametrize("name", ["k3s2p1", "k3s2p1_nopad", "ceil_p0", "ceil_pad_include", "ceil_pad_exclude",
+                                  "ceil_drop_last", "divisor_ceil_pad", "pad_half", "unbatched"])
+def test_avg_pool2d_matches_brute_force(rng, name):
+    case = AVG_CASES[name]
+    x = _x(rng, case)
+    expected = brute_avg_pool(x, **case["kw"])
+    assert_close(convkit.avg_pool2d(x, **case["kw"]), expected)
+    assert_close(ref.avg_pool2d(x, **case["kw"]), expected)
+
+
+@pytest.mark.parametrize("name", ["k3s2p1", "ceil_pad_exclude", "divisor3", "unbatched"])
+def test_avg_pool2d_float32(rng, isa, name):
+    case = AVG_CASES[name]
+    x = _x(rng, case, np.float32)
+    y = convkit.avg_pool2d(x, **case["kw"])
+    assert y.dtype == np.float32
+    assert_close(y, ref.avg_pool2d(x.astype(np.float64), **case["kw"]), F32_RTOL)
+    gy = _gy(rng, case, *_pool_hw(case), dtype=np.float32)
+    gx = convkit.avg_pool2d_backward(gy, x, **case["kw"])
+    assert gx.dtype == np.float32
+    assert_close(gx, ref.avg_pool2d_backward(gy.astype(np.float64), x.astype(np.float64), **case["kw"]), F32_RTOL)
+
+
+# --------------------------------------------------------------------------- #
+# lp_pool2d
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("name", list(LP_CASES))
+def test_lp_pool2d_matches_reference(rng, isa, name):
+    case = LP_CASES[name]
+    x = _x(rng, case, positive=True)
+    expected = ref.lp_pool2d(x, case["norm"], **case["kw"])
+    oh, ow = _pool_hw(case)
+    assert expected.shape == batched_shape(case["n"], case["c"], oh, ow)
+    _poison_heap(expected.nbytes)
+    assert_close(convkit.lp_pool2d(x, case["norm"], backend="cpu", **case["kw"]), expected, F64_RTOL,
+                 dtype=np.float64)
+    gy = _gy(rng, case, oh, ow)
+    _poison_heap(x.nbytes)
+    assert_close(convkit.lp_pool2d_backward(gy, x, case["norm"], backend="cpu", **case["kw"]),
+                 ref.lp_pool2d_backward(gy, x, case["norm"], **case["kw"]), F64_RTOL, dtype=np.float64)
+
+
+def test_lp_pool2d_definition(rng):
+    """No ceil mode: y = (sum over the window of x**p) ** (1/p)."""
+    x = np.abs(rng.standard_normal((2, 2, 6, 6))) + 0.1
+    for p in (1.0, 2.0, 3.0, 1.5):
+        y = convkit.lp_pool2d(x, p, 3, stride=1)
+        windows = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(2, 3))
+        assert_close(y, (windows ** p).sum(axis=(-2, -1)) ** (1 / p))
+
+
+@pytest.mark.parametrize("name", ["p2_k2", "p1.5_ceil", "p3_rect"])
+def test_lp_pool2d_float32(rng, isa, name):
+    case = LP_CASES[name]
+    x = _x(rng, case, np.float32, positive=True)
+    y = convkit.lp_pool2d(x, case["norm"], **case["kw"])
+    assert y.dtype == np.float32
+    assert_close(y, ref.lp_pool2d(x.astype(np.float64), case["norm"], **case["kw"]), F32_RTOL)
+    gy = _gy(rng, case, *_pool_hw(case), dtype=np.float32)
+    gx = convkit.lp_pool2d_backward(gy, x, case["norm"], **case["kw"])
+    assert gx.dtype == np.float32
+    assert_close(gx, ref.lp_pool2d_backward(gy.astype(np.float64), x.astype(np.float64), case["norm"],
+                                            **case["kw"]), 1e-3)
+
+
+# --------------------------------------------------------------------------- #
+# adaptive and global pools
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+@pytest.mark.parametrize("name", list(ADAPTIVE_CASES))
+def test_adaptive_pools_match_reference(rng, isa, name, ties):
+    case = ADAPTIVE_CASES[name]
+    x = _x(rng, case, ties=ties)
+    oh, ow = adaptive_out_hw(case["h"], case["w"], case["out"])
+    gy = _gy(rng, case, oh, ow)
+    # average
+    e = ref.adaptive_avg_pool2d(x, case["out"])
+    assert e.shape == batched_shape(case["n"], case["c"], oh, ow)
+    _poison_heap(e.nbytes)
+    assert_close(convkit.adaptive_avg_pool2d(x, case["out"], backend="cpu"), e, dtype=np.float64)
+    _poison_heap(x.nbytes)
+    assert_close(convkit.adaptive_avg_pool2d_backward(gy, x, backend="cpu"),
+                 ref.adaptive_avg_pool2d_backward(gy, x), dtype=np.float64)
+    # max
+    ey, ei = ref.adaptive_max_pool2d(x, case["out"], return_indices=True)
+    by, bi = brute_adaptive_max(x, case["out"])
+    assert_bitwise_equal(ey, by)
+    assert_bitwise_equal(ei, bi)
+    _poison_heap(ey.nbytes)
+    y, idx = convkit.adaptive_max_pool2d(x, case["out"], return_indices=True, backend="cpu")
+    assert_bitwise_equal(y, by)
+    assert_bitwise_equal(idx, bi)
+    assert_bitwise_equal(convkit.adaptive_max_pool2d(x, case["out"], backend="cpu"), by)
+    _poison_heap(x.nbytes)
+    assert_close(convkit.adaptive_max_pool2d_backward(gy, x, idx, backend="cpu"),
+                 ref.adaptive_max_pool2d_backward(gy, x, ei), dtype=np.float64)
+
+
+def test_adaptive_avg_pool2d_definition(rng):
+    x = rng.standard_normal((2, 3, 7, 5))
+    y = convkit.adaptive_avg_pool2d(x, (3, 2))
+    expected = np.empty((2, 3, 3, 2))
+    for i in range(3):
+        h0, h1 = (i * 7) // 3, -((-(i + 1) * 7) // 3)
+        for j in range(2):
+            w0, w1 = (j * 5) // 2, -((-(j + 1) * 5) // 2)
+            expected[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
+    assert_close(y, expected)
+
+
+def test_adaptive_max_pool2d_nan(rng):
+    x = rng.standard_normal((1, 2, 7, 5))
+    x[0, 0, 2, 1] = np.nan
+    x[0, 1, 6, 4] = np.nan
+    x[0, 1, 5, 4] = np.nan
+    by, bi = brute_adaptive_max(x, (3, 2))
+    for mod in (convkit, ref):
+        y, idx = mod.adaptive_max_pool2d(x, (3, 2), return_indices=True)
+        assert_bitwise_equal(y, by)
+        assert_bitwise_equal(idx, bi)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 4), (3, 1, 1), (0, 2, 3, 3), (1, 4, 7, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_avg_pool2d(rng, isa, shape, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    y = convkit.global_avg_pool2d(x)
+    assert y.dtype == dtype
+    assert y.shape == shape[:-2] + (1, 1)
+    rtol = F32_RTOL if dtype == np.float32 else F64_RTOL
+    assert_close(y, x.astype(np.float64).mean(axis=(-2, -1), keepdims=True), rtol)
+    assert_close(ref.global_avg_pool2d(x.astype(np.float64)), x.astype(np.float64).mean(axis=(-2, -1),
+                                                                                          keepdims=True))
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gx = convkit.global_avg_pool2d_backward(gy, x)
+    assert gx.dtype == dtype and gx.shape == x.shape
+    expected = np.broadcast_to(gy.astype(np.float64) / (shape[-1] * shape[-2]), x.shape)
+    assert_close(gx, expected, rtol)
+    assert_close(gx, convkit.adaptive_avg_pool2d_backward(gy, x), rtol)
+
+
+@pytest.mark.parametrize("name", ["non_divisible", "upsample", "unbatched"])
+def test_adaptive_float32(rng, isa, name):
+    case = ADAPTIVE_CASES[name]
+    x = _x(rng, case, np.float32)
+    x64 = x.astype(np.float64)
+    oh, ow = adaptive_out_hw(case["h"], case["w"], case["out"])
+    gy = _gy(rng, case, oh, ow, np.float32)
+    y = convkit.adaptive_avg_pool2d(x, case["out"])
+    assert y.dtype == np.float32
+    assert_close(y, ref.adaptive_avg_pool2d(x64, case["out"]), F32_RTOL)
+    gx = convkit.adaptive_avg_pool2d_backward(gy, x)
+    assert gx.dtype == np.float32
+    assert_close(gx, ref.adaptive_avg_pool2d_backward(gy.astype(np.float64), x64), F32_RTOL)
+    y, idx = convkit.adaptive_max_pool2d(x, case["out"], return_indices=True)
+    ey, ei = ref.adaptive_max_pool2d(x64, case["out"], return_indices=True)
+    assert y.dtype == np.float32 and idx.dtype == np.int64
+    assert_bitwise_equal(y.astype(np.float64), ey)
+    assert_bitwise_equal(idx, ei)
+    gx = convkit.adaptive_max_pool2d_backward(gy, x, idx)
+    assert gx.dtype == np.float32
+    assert_close(gx, ref.adaptive_max_pool2d_backward(gy.astype(np.float64), x64, ei), F32_RTOL)
+
+
+def test_pool_backends_agree(rng):
+    x = rng.standard_normal((2, 3, 7, 6))
+    kw = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
+    a = convkit.max_pool2d(x, return_indices=True, **kw)
+    b = convkit.max_pool2d(x, return_indices=True, backend="cpu", **kw)
+    for u, v in zip(a, b):
+        assert_bitwise_equal(u, v)
+    for u, v in zip(convkit.max_pool2d(x, return_indices=True, backend="reference", **kw),
+                    ref.max_pool2d(x, return_indices=True, **kw)):
+        assert_bitwise_equal(u, v)
+    assert_bitwise_equal(convkit.avg_pool2d(x, backend="reference", **kw), ref.avg_pool2d(x, **kw))
+    assert_bitwise_equal(convkit.adaptive_avg_pool2d(x, 3, backend="reference"), ref.adaptive_avg_pool2d(x, 3))
+    assert_bitwise_equal(convkit.global_avg_pool2d(x, backend="reference"), ref.global_avg_pool2d(x))
+
+
+def test_pool_stride_none_means_window(rng):
+    x = rng.standard_normal((1, 2, 6, 9))
+    assert_bitwise_equal(convkit.max_pool2d(x, (2, 3)), convkit.max_pool2d(x, (2, 3), stride=(2, 3)))
+    assert_bitwise_equal(convkit.avg_pool2d(x, (2, 3)), convkit.avg_pool2d(x, (2, 3), stride=(2, 3)))
+    xp = np.abs(x) + 0.1
+    assert_bitwise_equal(convkit.lp_pool2d(xp, 2, (2, 3)), convkit.lp_pool2d(xp, 2, (2, 3), stride=(2, 3)))
+
+
+# --------------------------------------------------------------------------- #
+# hypothesis
+# --------------------------------------------------------------------------- #
+
+
+@st.composite
+def pool_geometries(draw, with_dilation=True, with_padding=True):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = draw(st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    ph = draw(st.integers(0, kh // 2)) if with_padding else 0
+    pw = draw(st.integers(0, kw // 2)) if with_padding else 0
+    dh, dw = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) if with_dilation else (1, 1)
+    ceil_mode = draw(st.booleans())
+    min_h = max(1, dh * (kh - 1) + 1 - 2 * ph)
+    min_w = max(1, dw * (kw - 1) + 1 - 2 * pw)
+    h = draw(st.integers(min_h, min_h + 5))
+    w = draw(st.integers(min_w, min_w + 5))
+    n = draw(st.sampled_from([None, 0, 1, 2]))
+    c = draw(st.integers(1, 3))
+    kwargs = dict(kernel_size=(kh, kw), stride=stride, padding=(ph, pw), ceil_mode=ceil_mode)
+    if with_dilation:
+        kwargs["dilation"] = (dh, dw)
+    return dict(n=n, c=c, h=h, w=w, kw=kwargs), draw(st.integers(0, 2**32 - 1)), draw(st.booleans())
+
+
+@HYP
+@given(pool_geometries())
+def test_max_pool2d_hypothesis(isa, case_seed_ties):
+    case, seed, ties = case_seed_ties
+    rng = np.random.default_rng(seed)
+    x = _x(rng, case, ties=ties)
+    by, bi = brute_max_pool(x, **case["kw"])
+    y, idx = convkit.max_pool2d(x, return_indices=True, **case["kw"])
+    assert_bitwise_equal(y, by)
+    assert_bitwise_equal(idx, bi)
+    gy = _gy(rng, case, *y.shape[-2:])
+    assert_close(convkit.max_pool2d_backward(gy, x, idx, **case["kw"]),
+                 ref.max_pool2d_backward(gy, x, idx, **case["kw"]))
+
+
+@HYP
+@given(pool_geometries(with_dilation=False), st.booleans(), st.sampled_from([None, 1, 3, 7]))
+def test_avg_pool2d_hypothesis(isa, case_seed_ties, count_include_pad, divisor_override):
+    case, seed, _ = case_seed_ties
+    rng = np.random.default_rng(seed)
+    kw = dict(case["kw"], count_include_pad=count_include_pad, divisor_override=divisor_override)
+    x = _x(rng, case)
+    expected = brute_avg_pool(x, **kw)
+    assert_close(convkit.avg_pool2d(x, **kw), expected)
+    assert_close(ref.avg_pool2d(x, **kw), expected)
+    gy = _gy(rng, case, *expected.shape[-2:])
+    assert_close(convkit.avg_pool2d_backward(gy, x, **kw), ref.avg_pool2d_backward(gy, x, **kw))
+
+
+@HYP
+@given(pool_geometries(with_dilation=False, with_padding=False), st.sampled_from([1.0, 2.0, 3.0, 1.5]))
+def test_lp_pool2d_hypothesis(isa, case_seed_ties, norm):
+    case, seed, _ = case_seed_ties
+    rng = np.random.default_rng(seed)
+    kw = {k: v for k, v in case["kw"].items() if k != "padding"}
+    x = _x(rng, case, positive=True)
+    y = convkit.lp_pool2d(x, norm, **kw)
+    assert_close(y, ref.lp_pool2d(x, norm, **kw))
+    gy = _gy(rng, case, *y.shape[-2:])
+    assert_close(convkit.lp_pool2d_backward(gy, x, norm, **kw), ref.lp_pool2d_backward(gy, x, norm, **kw))
+
+
+@HYP
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**32 - 1),
+       st.booleans())
+def test_adaptive_hypothesis(isa, h, w, oh, ow, seed, ties):
+    rng = np.random.default_rng(seed)
+    case = dict(n=2, c=2, h=h, w=w)
+    x = _x(rng, case, ties=ties)
+    by, bi = brute_adaptive_max(x, (oh, ow))
+    y, idx = convkit.adaptive_max_pool2d(x, (oh, ow), return_indices=True)
+    assert_bitwise_equal(y, by)
+    assert_bitwise_equal(idx, bi)
+    gy = _gy(rng, case, oh, ow)
+    assert_close(convkit.adaptive_max_pool2d_backward(gy, x, idx), ref.adaptive_max_pool2d_backward(gy, x, idx))
+    assert_close(convkit.adaptive_avg_pool2d(x, (oh, ow)), ref.adaptive_avg_pool2d(x, (oh, ow)))
+    assert_close(convkit.adaptive_avg_pool2d_backward(gy, x), ref.adaptive_avg_pool2d_backward(gy, x))
