@@ -1,0 +1,596 @@
+// Convolution kernels: implicit-im2col GEMM (packed panels + ISA micro-kernels,
+// see gemm.h) for general layers, direct loops for depthwise-like layers.
+//
+// Determinism: every output element is produced by one task, with an
+// accumulation order fixed by the geometry and the active ISA only (tile sizes
+// never depend on the thread count). Reductions over the batch (backward
+// weight) use a batch split that depends only on the geometry, and the partial
+// results are summed in a fixed order.
+//
+// Memory: scratch is per thread (packed A/B blocks, one im2col row, a column
+// block for backward data) and bounded independently of the batch size. It is
+// allocated before each parallel region; nothing inside a region allocates or
+// throws.
+#include "conv2d.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <type_traits>
+
+#include "gemm.h"
+#include "parallel.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace convkit {
+namespace {
+
+inline int thread_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Per-thread scratch, 64-byte aligned slices, allocated outside any region.
+template <typename T>
+class Scratch {
+public:
+    Scratch(int threads, int64_t per_thread) {
+        stride_ = round_up(std::max<int64_t>(per_thread, 1), 64 / int64_t(sizeof(T)));
+        const int64_t total = stride_ * threads + 64 / int64_t(sizeof(T));
+        mem_.reset(new T[static_cast<size_t>(total)]);
+        base_ = mem_.get();
+        const auto addr = reinterpret_cast<uintptr_t>(base_);
+        base_ += ((64 - addr % 64) % 64) / sizeof(T);
+    }
+    T* get(int thread) const { return base_ + stride_ * thread; }
+
+private:
+    std::unique_ptr<T[]> mem_;
+    T* base_ = nullptr;
+    int64_t stride_ = 0;
+};
+
+// Output columns ow with 0 <= ow*stride + off < in_w, as [lo, hi) clamped to [0, out_w).
+inline void valid_cols(int64_t off, int64_t stride, int64_t in_w, int64_t out_w, int64_t& lo,
+                       int64_t& hi) {
+    lo = off >= 0 ? 0 : ceil_div(-off, stride);
+    hi = (in_w - 1 - off) < 0 ? 0 : (in_w - 1 - off) / stride + 1;
+    lo = std::min(lo, out_w);
+    hi = std::min(hi, out_w);
+    if (hi < lo) hi = lo;
+}
+
+// dst[q - q0] = x_plane value read by output pixel q (linear over out_h*out_w)
+// through kernel tap (r, s), zero when outside the input. q in [q0, q0+n).
+template <typename T>
+void im2col_row(const ConvGeometry& g, const T* xp, int64_t r, int64_t s, int64_t q0, int64_t n,
+                T* dst) {
+    if (n <= 0) return;
+    const int64_t OW = g.out_w, H = g.in_h, W = g.in_w, sw = g.stride_w;
+    int64_t oh = q0 / OW, ow = q0 % OW;
+    const int64_t off_w = s * g.dilation_w - g.pad_left;
+    const int64_t off_h = r * g.dilation_h - g.pad_top;
+    int64_t lo, hi;
+    valid_cols(off_w, sw, W, OW, lo, hi);
+    while (n > 0) {
+        const int64_t end = ow + std::min(n, OW - ow);
+        const int64_t ih = oh * g.stride_h + off_h;
+        if (ih < 0 || ih >= H) {
+            for (int64_t o = ow; o < end; ++o) *dst++ = T(0);
+        } else {
+            const T* xr = xp + ih * W;
+            const int64_t a = std::min(std::max(lo, ow), end);
+            const int64_t b = std::min(std::max(hi, a), end);
+            for (int64_t o = ow; o < a; ++o) *dst++ = T(0);
+            if (sw == 1) {
+                const T* src = xr + a + off_w;
+                for (int64_t o = 0; o < b - a; ++o) dst[o] = src[o];
+                dst += b - a;
+            } else {
+                for (int64_t o = a; o < b; ++o) *dst++ = xr[o * sw + off_w];
+            }
+            for (int64_t o = b; o < end; ++o) *dst++ = T(0);
+        }
+        n -= end - ow;
+        ++oh;
+        ow = 0;
+    }
+}
+
+// Adjoint of im2col_row: x_plane[...] += src[q - q0] for every in-range read.
+template <typename T>
+void col2im_row_add(const ConvGeometry& g, T* xp, int64_t r, int64_t s, int64_t q0, int64_t n,
+                    const T* src) {
+    if (n <= 0) return;
+    const int64_t OW = g.out_w, H = g.in_h, W = g.in_w, sw = g.stride_w;
+    int64_t oh = q0 / OW, ow = q0 % OW;
+    const int64_t off_w = s * g.dilation_w - g.pad_left;
+    const int64_t off_h = r * g.dilation_h - g.pad_top;
+    int64_t lo, hi;
+    valid_cols(off_w, sw, W, OW, lo, hi);
+    while (n > 0) {
+        const int64_t end = ow + std::min(n, OW - ow);
+        const int64_t ih = oh * g.stride_h + off_h;
+        if (ih >= 0 && ih < H) {
+            T* xr = xp + ih * W;
+            const int64_t a = std::min(std::max(lo, ow), end);
+            const int64_t b = std::min(std::max(hi, a), end);
+            const T* sp = src + (a - ow);
+            if (sw == 1) {
+                T* d = xr + a + off_w;
+                for (int64_t o = 0; o < b - a; ++o) d[o] += sp[o];
+            } else {
+                for (int64_t o = a; o < b; ++o) xr[o * sw + off_w] += sp[o - a];
+            }
+        }
+        src += end - ow;
+        n -= end - ow;
+        ++oh;
+        ow = 0;
+    }
+}
+
+// 1x1 kernel whose pixels map one-to-one onto the input plane.
+inline bool is_pointwise_identity(const ConvGeometry& g) {
+    return g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+           g.pad_top == 0 && g.pad_left == 0 && g.out_h == g.in_h && g.out_w == g.in_w;
+}
+
+// Depthwise-like layers (one input and one output channel per group): GEMM
+// would have M = 1, so use direct loops.
+inline bool use_direct(const ConvGeometry& g) {
+    const int64_t Cg = g.in_channels / g.groups, Kg = g.out_channels / g.groups;
+    return Cg == 1 && Kg == 1;
+}
+
+// Pick a split count (power of two, <= max_split) so that base*split >= want.
+inline int64_t split_for(int64_t base, int64_t max_split, int64_t want) {
+    int64_t s = 1;
+    while (base * s < want && s * 2 <= max_split) s *= 2;
+    return s;
+}
+
+// ---------------------------------------------------------------- direct paths
+
+template <typename T>
+void direct_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+    const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
+    const int64_t R = g.kernel_h, S = g.kernel_w, OH = g.out_h, OW = g.out_w, G = g.groups;
+    const int64_t Cg = C / G, Kg = K / G;
+    const int nt = num_threads();
+    const int64_t planes = N * K;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t t = 0; t < planes; ++t) {
+        const int64_t n = t / K, k = t % K, gi = k / Kg;
+        T* yp = y + t * OH * OW;
+        const T b0 = bias ? bias[k] : T(0);
+        for (int64_t oh = 0; oh < OH; ++oh) {
+            T* yr = yp + oh * OW;
+            for (int64_t ow = 0; ow < OW; ++ow) yr[ow] = b0;
+            for (int64_t c = 0; c < Cg; ++c) {
+                const T* xp = x + (n * C + gi * Cg + c) * H * W;
+                const T* wk = w + (k * Cg + c) * R * S;
+                for (int64_t r = 0; r < R; ++r) {
+                    const int64_t ih = oh * g.stride_h - g.pad_top + r * g.dilation_h;
+                    if (ih < 0 || ih >= H) continue;
+                    const T* xr = xp + ih * W;
+                    for (int64_t s = 0; s < S; ++s) {
+                        const int64_t off = s * g.dilation_w - g.pad_left;
+                        int64_t lo, hi;
+                        valid_cols(off, g.stride_w, W, OW, lo, hi);
+                        const T wv = wk[r * S + s];
+                        if (g.stride_w == 1) {
+                            const T* xs = xr + off;
+                            for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xs[ow];
+                        } else {
+                            for (int64_t ow = lo; ow < hi; ++ow)
+                                yr[ow] += wv * xr[ow * g.stride_w + off];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+template <typename T>
+void direct_backward_data(const ConvGeometry& g, const T* gy, const T* w, T* gx) {
+    const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
+    const int64_t R = g.kernel_h, S = g.kernel_w, OH = g.out_h, OW = g.out_w, G = g.groups;
+    const int64_t Cg = C / G, Kg = K / G;
+    const int nt = num_threads();
+    const int64_t planes = N * C;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t t = 0; t < planes; ++t) {
+        const int64_t n = t / C, c = t % C, gi = c / Cg, cl = c % Cg;
+        T* xp = gx + t * H * W;
+        for (int64_t i = 0; i < H * W; ++i) xp[i] = T(0);
+        for (int64_t oh = 0; oh < OH; ++oh) {
+            for (int64_t kl = 0; kl < Kg; ++kl) {
+                const int64_t k = gi * Kg + kl;
+                const T* yr = gy + ((n * K + k) * OH + oh) * OW;
+                const T* wk = w + (k * Cg + cl) * R * S;
+                for (int64_t r = 0; r < R; ++r) {
+                    const int64_t ih = oh * g.stride_h - g.pad_top + r * g.dilation_h;
+                    if (ih < 0 || ih >= H) continue;
+                    T* xr = xp + ih * W;
+                    for (int64_t s = 0; s < S; ++s) {
+                        const int64_t off = s * g.dilation_w - g.pad_left;
+                        int64_t lo, hi;
+                        valid_cols(off, g.stride_w, W, OW, lo, hi);
+                        const T wv = wk[r * S + s];
+                        if (g.stride_w == 1) {
+                            T* xs = xr + off;
+                            for (int64_t ow = lo; ow < hi; ++ow) xs[ow] += wv * yr[ow];
+                        } else {
+                            for (int64_t ow = lo; ow < hi; ++ow)
+                                xr[ow * g.stride_w + off] += wv * yr[ow];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+template <typename T>
+void direct_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* gw) {
+    const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
+    const int64_t R = g.kernel_h, S = g.kernel_w, OH = g.out_h, OW = g.out_w, G = g.groups;
+    const int64_t Cg = C / G, Kg = K / G;
+    const int nt = num_threads();
+    const int64_t tasks = K * Cg;
+    constexpr int L = 8;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+        const int64_t k = t / Cg, cl = t % Cg, gi = k / Kg;
+        for (int64_t r = 0; r < R; ++r) {
+            for (int64_t s = 0; s < S; ++s) {
+                const int64_t off = s * g.dilation_w - g.pad_left;
+                int64_t lo, hi;
+                valid_cols(off, g.stride_w, W, OW, lo, hi);
+                T lane[L] = {};
+                for (int64_t n = 0; n < N; ++n) {
+                    const T* xp = x + (n * C + gi * Cg + cl) * H * W;
+                    const T* yp = gy + (n * K + k) * OH * OW;
+                    for (int64_t oh = 0; oh < OH; ++oh) {
+                        const int64_t ih = oh * g.stride_h - g.pad_top + r * g.dilation_h;
+                        if (ih < 0 || ih >= H) continue;
+                        const T* xr = xp + ih * W;
+                        const T* yr = yp + oh * OW;
+                        int64_t ow = lo;
+                        if (g.stride_w == 1) {
+                            const T* xs = xr + off;
+                            for (; ow + L <= hi; ow += L)
+                                for (int j = 0; j < L; ++j) lane[j] += yr[ow + j] * xs[ow + j];
+                            for (int j = 0; ow < hi; ++ow, ++j) lane[j] += yr[ow] * xs[ow];
+                        } else {
+                            const int64_t sw = g.stride_w;
+                            for (; ow + L <= hi; ow += L)
+                                for (int j = 0; j < L; ++j)
+                                    lane[j] += yr[ow + j] * xr[(ow + j) * sw + off];
+                            for (int j = 0; ow < hi; ++ow, ++j) lane[j] += yr[ow] * xr[ow * sw + off];
+                        }
+                    }
+                }
+                gw[(k * Cg + cl) * R * S + r * S + s] =
+                    ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+            }
+        }
+    }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- forward
+
+template <typename T>
+void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+    if (g.y_size() <= 0) return;
+    if (use_direct(g)) return direct_forward(g, x, w, bias, y);
+    const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
+    const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
+    const int64_t Cg = C / G, Kg = K / G, P = g.out_h * g.out_w, RS = R * S, CRS = Cg * RS;
+    const GemmKernel<T> kr = gemm_kernel<T>();
+    const int nt = num_threads();
+    const bool pointwise = is_pointwise_identity(g);
+
+    // Pixel tiles of about kr.nc pixels, balanced, multiple of nr.
+    const int64_t tiles0 = ceil_div(P, kr.nc);
+    const int64_t npt = std::min(P, round_up(ceil_div(P, tiles0), kr.nr));
+    const int64_t tiles = ceil_div(P, npt);
+    const int64_t mpanels = ceil_div(Kg, kr.mr);
+    const int64_t msplit = split_for(N * G * tiles, mpanels, 4 * int64_t(nt));
+    const int64_t mrows = ceil_div(mpanels, msplit) * kr.mr;
+    const int64_t mchunks = ceil_div(Kg, mrows);
+    const int64_t tasks = N * G * tiles * mchunks;
+
+    const int64_t row_len = round_up(npt, kr.nr);
+    Scratch<T> scratch(nt, gemm_scratch_size(kr) + row_len);
+
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+        int64_t rem = t;
+        const int64_t mc = rem % mchunks; rem /= mchunks;
+        const int64_t tile = rem % tiles; rem /= tiles;
+        const int64_t gi = rem % G;
+        const int64_t n = rem / G;
+        const int64_t m0 = mc * mrows, mcount = std::min(mrows, Kg - m0);
+        const int64_t q0 = tile * npt, qcount = std::min(npt, P - q0);
+        T* buf = scratch.get(thread_id());
+        T* rowbuf = buf + gemm_scratch_size(kr);
+        const T* wg = w + (gi * Kg + m0) * CRS;
+        const T* xg = x + (n * C + gi * Cg) * H * W;
+        const int64_t mr = kr.mr, nr = kr.nr;
+        auto pack_a = [&](int64_t i0, int64_t mb, int64_t p0, int64_t kb, T* dst) {
+            pack_a_strided(wg, CRS, int64_t(1), mr, i0, mb, p0, kb, dst);
+        };
+        auto pack_b = [&](int64_t p0, int64_t kb, int64_t j0, int64_t nb, T* dst) {
+            for (int64_t kk = 0; kk < kb; ++kk) {
+                const int64_t k = p0 + kk;
+                const int64_t c = k / RS, rs = k % RS;
+                const T* xp = xg + c * H * W;
+                const T* src;
+                if (pointwise) {
+                    src = xp + q0 + j0;
+                } else {
+                    im2col_row(g, xp, rs / S, rs % S, q0 + j0, nb, rowbuf);
+                    src = rowbuf;
+                }
+                for (int64_t jp = 0; jp < nb; jp += nr) {
+                    const int64_t nn = std::min(nr, nb - jp);
+                    T* d = dst + (jp / nr) * kb * nr + kk * nr;
+                    const T* s = src + jp;
+                    for (int64_t j = 0; j < nn; ++j) d[j] = s[j];
+                    for (int64_t j = nn; j < nr; ++j) d[j] = T(0);
+                }
+            }
+        };
+        T* yc = y + (n * K + gi * Kg + m0) * P + q0;
+        gemm_run(kr, mcount, qcount, CRS, pack_a, pack_b, yc, P, false,
+                 bias ? bias + gi * Kg + m0 : nullptr, buf);
+    }
+}
+
+// ---------------------------------------------------------------- backward data
+
+template <typename T>
+void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T* grad_x) {
+    if (g.x_size() <= 0) return;
+    const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
+    const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
+    const int64_t Cg = C / G, Kg = K / G, P = g.out_h * g.out_w, RS = R * S, CRS = Cg * RS;
+    if (Kg == 0 || P == 0) {
+        std::memset(grad_x, 0, sizeof(T) * static_cast<size_t>(g.x_size()));
+        return;
+    }
+    if (use_direct(g)) return direct_backward_data(g, grad_y, w, grad_x);
+    const GemmKernel<T> kr = gemm_kernel<T>();
+    const int nt = num_threads();
+    const int64_t mr = kr.mr, nr = kr.nr;
+
+    if (is_pointwise_identity(g)) {
+        // grad_x[n, g] (Cg x P) = W_g^T (Cg x Kg) * grad_y[n, g] (Kg x P).
+        const int64_t tiles0 = ceil_div(P, kr.nc);
+        const int64_t npt = std::min(P, round_up(ceil_div(P, tiles0), nr));
+        const int64_t tiles = ceil_div(P, npt);
+        const int64_t mpanels = ceil_div(Cg, mr);
+        const int64_t msplit = split_for(N * G * tiles, mpanels, 4 * int64_t(nt));
+        const int64_t mrows = ceil_div(mpanels, msplit) * mr;
+        const int64_t mchunks = ceil_div(Cg, mrows);
+        const int64_t tasks = N * G * tiles * mchunks;
+        Scratch<T> scratch(nt, gemm_scratch_size(kr));
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (int64_t t = 0; t < tasks; ++t) {
+            int64_t rem = t;
+            const int64_t mc = rem % mchunks; rem /= mchunks;
+            const int64_t tile = rem % tiles; rem /= tiles;
+            const int64_t gi = rem % G;
+            const int64_t n = rem / G;
+            const int64_t c0 = mc * mrows, ccount = std::min(mrows, Cg - c0);
+            const int64_t q0 = tile * npt, qcount = std::min(npt, P - q0);
+            const T* wg = w + gi * Kg * Cg + c0;  // A(i, k) = wg[i + k*Cg]
+            const T* yg = grad_y + (n * K + gi * Kg) * P + q0;
+            auto pack_a = [&](int64_t i0, int64_t mb, int64_t p0, int64_t kb, T* dst) {
+                pack_a_strided(wg, int64_t(1), Cg, mr, i0, mb, p0, kb, dst);
+            };
+            auto pack_b = [&](int64_t p0, int64_t kb, int64_t j0, int64_t nb, T* dst) {
+                pack_b_strided(yg, P, int64_t(1), nr, p0, kb, j0, nb, dst);
+            };
+            gemm_run(kr, ccount, qcount, Kg, pack_a, pack_b,
+                     grad_x + (n * C + gi * Cg + c0) * P + q0, P, false,
+                     static_cast<const T*>(nullptr), scratch.get(thread_id()));
+        }
+        return;
+    }
+
+    // General case: per (image, group, channel chunk) task, for each pixel tile
+    // and block of col rows: col = W^T * grad_y (GEMM), then col2im into the
+    // task's own channels (no write conflicts; fixed order: tile, row, pixel).
+    const int64_t tiles0 = ceil_div(P, kr.nc);
+    const int64_t npt = std::min(P, round_up(ceil_div(P, tiles0), nr));  // fixed by geometry+ISA
+    const int64_t tiles = ceil_div(P, npt);
+    const int64_t col_ld = round_up(npt, nr);
+    const int64_t max_col_elems = (int64_t(1) << 20) / int64_t(sizeof(T));  // 1 MiB
+    int64_t rb = std::max<int64_t>(1, max_col_elems / col_ld);
+    if (rb >= mr) rb = rb / mr * mr;
+    rb = std::min(rb, CRS);
+    const int64_t csplit = split_for(N * G, Cg, 4 * int64_t(nt));
+    const int64_t cc = ceil_div(Cg, csplit);
+    const int64_t cchunks = ceil_div(Cg, cc);
+    const int64_t tasks = N * G * cchunks;
+    Scratch<T> scratch(nt, gemm_scratch_size(kr) + rb * col_ld);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+        int64_t rem = t;
+        const int64_t ch = rem % cchunks; rem /= cchunks;
+        const int64_t gi = rem % G;
+        const int64_t n = rem / G;
+        const int64_t c0 = ch * cc, c1 = std::min(Cg, c0 + cc);
+        T* buf = scratch.get(thread_id());
+        T* col = buf + gemm_scratch_size(kr);
+        T* xg = grad_x + (n * C + gi * Cg) * H * W;
+        std::memset(xg + c0 * H * W, 0, sizeof(T) * static_cast<size_t>((c1 - c0) * H * W));
+        const T* wg = w + gi * Kg * CRS;  // A(row, k) = wg[row + k*CRS]
+        for (int64_t tile = 0; tile < tiles; ++tile) {
+            const int64_t q0 = tile * npt, qcount = std::min(npt, P - q0);
+            const T* yg = grad_y + (n * K + gi * Kg) * P + q0;
+            for (int64_t row0 = c0 * RS; row0 < c1 * RS; row0 += rb) {
+                const int64_t rows = std::min(rb, c1 * RS - row0);
+                auto pack_a = [&](int64_t i0, int64_t mb, int64_t p0, int64_t kb, T* dst) {
+                    pack_a_strided(wg + row0, int64_t(1), CRS, mr, i0, mb, p0, kb, dst);
+                };
+                auto pack_b = [&](int64_t p0, int64_t kb, int64_t j0, int64_t nb, T* dst) {
+                    pack_b_strided(yg, P, int64_t(1), nr, p0, kb, j0, nb, dst);
+                };
+                gemm_run(kr, rows, qcount, Kg, pack_a, pack_b, col, col_ld, false,
+                         static_cast<const T*>(nullptr), buf);
+                for (int64_t i = 0; i < rows; ++i) {
+                    const int64_t row = row0 + i, c = row / RS, rs = row % RS;
+                    col2im_row_add(g, xg + c * H * W, rs / S, rs % S, q0, qcount, col + i * col_ld);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- backward weight
+
+template <typename T>
+void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T* grad_w) {
+    const int64_t wsize = g.w_size();
+    if (wsize <= 0) return;
+    const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
+    const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
+    const int64_t Cg = C / G, Kg = K / G, P = g.out_h * g.out_w, RS = R * S, CRS = Cg * RS;
+    if (N == 0 || P == 0) {
+        std::memset(grad_w, 0, sizeof(T) * static_cast<size_t>(wsize));
+        return;
+    }
+    if (use_direct(g)) return direct_backward_weight(g, grad_y, x, grad_w);
+    const GemmKernel<T> kr = gemm_kernel<T>();
+    const int nt = num_threads();
+    const int64_t mr = kr.mr, nr = kr.nr;
+    const bool pointwise = is_pointwise_identity(g);
+
+    // Batch chunks: a function of the geometry only (bounded partial buffers).
+    const int64_t partial_budget = (int64_t(4) << 20) / int64_t(sizeof(T));  // 4 MiB
+    const int64_t nb_chunks = std::max<int64_t>(1, std::min<int64_t>({N, 16, partial_budget / wsize}));
+    // Split outputs: columns (C*R*S) then rows (K).
+    const int64_t npanels = ceil_div(CRS, nr);
+    const int64_t nsplit = split_for(nb_chunks * G, npanels, 4 * int64_t(nt));
+    const int64_t ncols = ceil_div(npanels, nsplit) * nr;
+    const int64_t nchunks = ceil_div(CRS, ncols);
+    const int64_t mpanels = ceil_div(Kg, mr);
+    const int64_t msplit = split_for(nb_chunks * G * nchunks, mpanels, 4 * int64_t(nt));
+    const int64_t mrows = ceil_div(mpanels, msplit) * mr;
+    const int64_t mchunks = ceil_div(Kg, mrows);
+    const int64_t tasks = nb_chunks * G * nchunks * mchunks;
+
+    std::unique_ptr<T[]> partial;
+    if (nb_chunks > 1) partial.reset(new T[static_cast<size_t>(nb_chunks * wsize)]);
+    Scratch<T> scratch(nt, gemm_scratch_size(kr) + kr.kc);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+        int64_t rem = t;
+        const int64_t mc = rem % mchunks; rem /= mchunks;
+        const int64_t nc = rem % nchunks; rem /= nchunks;
+        const int64_t gi = rem % G;
+        const int64_t b = rem / G;
+        const int64_t m0 = mc * mrows, mcount = std::min(mrows, Kg - m0);
+        const int64_t j0 = nc * ncols, jcount = std::min(ncols, CRS - j0);
+        const int64_t n_begin = b * N / nb_chunks, n_end = (b + 1) * N / nb_chunks;
+        T* buf = scratch.get(thread_id());
+        T* rowbuf = buf + gemm_scratch_size(kr);
+        T* target = nb_chunks > 1 ? partial.get() + b * wsize : grad_w;
+        T* cptr = target + (gi * Kg + m0) * CRS + j0;
+        for (int64_t n = n_begin; n < n_end; ++n) {
+            const T* yg = grad_y + (n * K + gi * Kg + m0) * P;
+            const T* xg = x + (n * C + gi * Cg) * H * W;
+            auto pack_a = [&](int64_t i0, int64_t mb, int64_t p0, int64_t kb, T* dst) {
+                pack_a_strided(yg, P, int64_t(1), mr, i0, mb, p0, kb, dst);
+            };
+            auto pack_b = [&](int64_t p0, int64_t kb, int64_t jc, int64_t nb, T* dst) {
+                const int64_t nbr = round_up(nb, nr);
+                for (int64_t jj = 0; jj < nbr; ++jj) {
+                    T* d = dst + (jj / nr) * kb * nr + jj % nr;
+                    if (jj >= nb) {
+                        for (int64_t l = 0; l < kb; ++l) d[l * nr] = T(0);
+                        continue;
+                    }
+                    const int64_t j = j0 + jc + jj, c = j / RS, rs = j % RS;
+                    const T* xp = xg + c * H * W;
+                    const T* src;
+                    if (pointwise) {
+                        src = xp + p0;
+                    } else {
+                        im2col_row(g, xp, rs / S, rs % S, p0, kb, rowbuf);
+                        src = rowbuf;
+                    }
+                    for (int64_t l = 0; l < kb; ++l) d[l * nr] = src[l];
+                }
+            };
+            gemm_run(kr, mcount, jcount, P, pack_a, pack_b, cptr, CRS, n != n_begin,
+                     static_cast<const T*>(nullptr), buf);
+        }
+    }
+    if (nb_chunks > 1) {
+        const T* pp = partial.get();
+        const int64_t blk = 4096;
+        const int64_t blocks = ceil_div(wsize, blk);
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t bi = 0; bi < blocks; ++bi) {
+            const int64_t e0 = bi * blk, e1 = std::min(wsize, e0 + blk);
+            for (int64_t e = e0; e < e1; ++e) grad_w[e] = pp[e];
+            for (int64_t b = 1; b < nb_chunks; ++b) {
+                const T* src = pp + b * wsize;
+                for (int64_t e = e0; e < e1; ++e) grad_w[e] += src[e];
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- backward bias
+
+template <typename T>
+void conv2d_backward_bias(const ConvGeometry& g, const T* grad_y, T* grad_bias) {
+    const int64_t N = g.batch, K = g.out_channels, P = g.out_h * g.out_w;
+    if (K <= 0) return;
+    const int nt = num_threads();
+    constexpr int L = 8;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t k = 0; k < K; ++k) {
+        double lane[L] = {};
+        for (int64_t n = 0; n < N; ++n) {
+            const T* s = grad_y + (n * K + k) * P;
+            int64_t p = 0;
+            for (; p + L <= P; p += L)
+                for (int j = 0; j < L; ++j) lane[j] += double(s[p + j]);
+            for (int j = 0; p < P; ++p, ++j) lane[j] += double(s[p]);
+        }
+        grad_bias[k] = T(((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+                         ((lane[4] + lane[5]) + (lane[6] + lane[7])));
+    }
+}
+
+#define CONVKIT_INSTANTIATE(T)                                                                   \
+    template void conv2d_forward<T>(const ConvGeometry&, const T*, const T*, const T*, T*);    \
+    template void conv2d_backward_data<T>(const ConvGeometry&, const T*, const T*, T*);        \
+    template void conv2d_backward_weight<T>(const ConvGeometry&, const T*, const T*, T*);      \
+    template void conv2d_backward_bias<T>(const ConvGeometry&, const T*, T*);
+CONVKIT_INSTANTIATE(float)
+CONVKIT_INSTANTIATE(double)
+#undef CONVKIT_INSTANTIATE
+
+}  // namespace convkit

@@ -1,0 +1,58 @@
+// Run-time selection of the GEMM micro-kernel and its blocking parameters.
+#include "gemm.h"
+
+namespace convkit {
+
+template <>
+GemmKernel<float> gemm_kernel_for<float>(Isa isa) {
+    GemmKernel<float> k;
+#ifdef CONVKIT_HAVE_AVX512
+    if (isa == Isa::avx512) {
+        k.mr = gemm_avx512_f32_mr; k.nr = gemm_avx512_f32_nr;
+        k.kc = 256; k.mc = 128; k.nc = 512;
+        k.ukr = gemm_ukr_avx512_f32; k.isa = Isa::avx512;
+        return k;
+    }
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+    if (isa == Isa::avx2 || isa == Isa::avx512) {
+        k.mr = gemm_avx2_f32_mr; k.nr = gemm_avx2_f32_nr;
+        k.kc = 256; k.mc = 120; k.nc = 512;
+        k.ukr = gemm_ukr_avx2_f32; k.isa = Isa::avx2;
+        return k;
+    }
+#endif
+    (void)isa;
+    k.mr = gemm_generic_f32_mr; k.nr = gemm_generic_f32_nr;
+    k.kc = 256; k.mc = 128; k.nc = 512;
+    k.ukr = gemm_ukr_generic_f32; k.isa = Isa::generic;
+    return k;
+}
+
+template <>
+GemmKernel<double> gemm_kernel_for<double>(Isa isa) {
+    GemmKernel<double> k;
+#ifdef CONVKIT_HAVE_AVX512
+    if (isa == Isa::avx512) {
+        k.mr = gemm_avx512_f64_mr; k.nr = gemm_avx512_f64_nr;
+        k.kc = 192; k.mc = 128; k.nc = 384;
+        k.ukr = gemm_ukr_avx512_f64; k.isa = Isa::avx512;
+        return k;
+    }
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+    if (isa == Isa::avx2 || isa == Isa::avx512) {
+        k.mr = gemm_avx2_f64_mr; k.nr = gemm_avx2_f64_nr;
+        k.kc = 192; k.mc = 120; k.nc = 384;
+        k.ukr = gemm_ukr_avx2_f64; k.isa = Isa::avx2;
+        return k;
+    }
+#endif
+    (void)isa;
+    k.mr = gemm_generic_f64_mr; k.nr = gemm_generic_f64_nr;
+    k.kc = 192; k.mc = 128; k.nc = 384;
+    k.ukr = gemm_ukr_generic_f64; k.isa = Isa::generic;
+    return k;
+}
+
+}  // namespace convkit

@@ -1,0 +1,75 @@
+// AVX-512 GEMM micro-kernels: float 8x32, double 8x16 (16 zmm accumulators).
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "gemm.h"
+
+namespace convkit {
+
+const int gemm_avx512_f32_mr = 8, gemm_avx512_f32_nr = 32;
+const int gemm_avx512_f64_mr = 8, gemm_avx512_f64_nr = 16;
+
+#define CK_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+void gemm_ukr_avx512_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                         int accumulate) {
+#define DECL(i) __m512 c##i##0, c##i##1;
+    CK_ROWS(DECL)
+#undef DECL
+    if (accumulate) {
+#define LOAD(i) c##i##0 = _mm512_loadu_ps(c + i * ldc); c##i##1 = _mm512_loadu_ps(c + i * ldc + 16);
+        CK_ROWS(LOAD)
+#undef LOAD
+    } else {
+#define ZERO(i) c##i##0 = _mm512_setzero_ps(); c##i##1 = _mm512_setzero_ps();
+        CK_ROWS(ZERO)
+#undef ZERO
+    }
+    for (int64_t k = 0; k < kc; ++k) {
+        const __m512 b0 = _mm512_loadu_ps(b);
+        const __m512 b1 = _mm512_loadu_ps(b + 16);
+#define STEP(i) { const __m512 av = _mm512_set1_ps(a[i]); \
+        c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0); c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1); }
+        CK_ROWS(STEP)
+#undef STEP
+        a += 8;
+        b += 32;
+    }
+#define STORE(i) _mm512_storeu_ps(c + i * ldc, c##i##0); _mm512_storeu_ps(c + i * ldc + 16, c##i##1);
+    CK_ROWS(STORE)
+#undef STORE
+}
+
+void gemm_ukr_avx512_f64(int64_t kc, const double* a, const double* b, double* c, int64_t ldc,
+                         int accumulate) {
+#define DECL(i) __m512d c##i##0, c##i##1;
+    CK_ROWS(DECL)
+#undef DECL
+    if (accumulate) {
+#define LOAD(i) c##i##0 = _mm512_loadu_pd(c + i * ldc); c##i##1 = _mm512_loadu_pd(c + i * ldc + 8);
+        CK_ROWS(LOAD)
+#undef LOAD
+    } else {
+#define ZERO(i) c##i##0 = _mm512_setzero_pd(); c##i##1 = _mm512_setzero_pd();
+        CK_ROWS(ZERO)
+#undef ZERO
+    }
+    for (int64_t k = 0; k < kc; ++k) {
+        const __m512d b0 = _mm512_loadu_pd(b);
+        const __m512d b1 = _mm512_loadu_pd(b + 8);
+#define STEP(i) { const __m512d av = _mm512_set1_pd(a[i]); \
+        c##i##0 = _mm512_fmadd_pd(av, b0, c##i##0); c##i##1 = _mm512_fmadd_pd(av, b1, c##i##1); }
+        CK_ROWS(STEP)
+#undef STEP
+        a += 8;
+        b += 16;
+    }
+#define STORE(i) _mm512_storeu_pd(c + i * ldc, c##i##0); _mm512_storeu_pd(c + i * ldc + 8, c##i##1);
+    CK_ROWS(STORE)
+#undef STORE
+}
+
+#undef CK_ROWS
+
+}  // namespace convkit
