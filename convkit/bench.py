@@ -430,25 +430,28 @@ def reference_estimate(layer: Layer, pass_: str, batch: int, work: float, limit_
                        ) -> Tuple[bool, float]:
     """Decide whether one NumPy-reference call of (layer, pass_, batch) stays
     under ``limit_s`` seconds, without running anything that long: time the
-    reference on growing cut-down versions (batch 1, image 1/8, 1/4, 1/2, 1 of
-    the side) and extrapolate by work (FLOPs or bytes). Small probes
-    over-estimate (fixed overheads), so a larger probe is tried before giving
-    up. Returns (fits, estimated seconds)."""
-    previous = None
+    reference on growing cut-down versions (batch 1 with the image side cut to
+    1/8, 1/4, 1/2, 1, then 1/8 of the batch) and extrapolate by work (FLOPs or
+    bytes). Small probes over-estimate (fixed overheads), so a larger probe is
+    tried before giving up; each probe is called twice (unless the first call
+    was already long) to leave out one-time costs. Returns (fits, estimated
+    seconds)."""
+    seen = set()
     estimate = math.inf
-    for factor in (8, 4, 2, 1):
+    probes = [(1, 8), (1, 4), (1, 2), (1, 1), (-(-batch // 8), 1)]
+    for i, (probe_batch, factor) in enumerate(probes):
         probe_layer = _shrunk(layer, factor)
-        if probe_layer == previous:
+        if (probe_layer, probe_batch) in seen or probe_batch > batch:
             continue
-        previous = probe_layer
-        probe = Case(probe_layer, pass_, 1, seed=1)
+        seen.add((probe_layer, probe_batch))
+        probe = Case(probe_layer, pass_, probe_batch, seed=1)
         fn = probe.reference_fn()
         t = math.inf
-        for _ in range(2):  # a second call unless the first was long: one-time costs
+        for _ in range(2):
             t0 = time.perf_counter()
             fn()
             t = min(t, time.perf_counter() - t0)
-            if t > limit_s / 8:
+            if t > limit_s / 8 and len(seen) > 1:
                 break
         estimate = t * work / max(probe.work, 1)
         if estimate <= limit_s:
