@@ -133,30 +133,40 @@ def _conv_windows(x, g):
 
 
 def _conv_forward(x, w, g):
+    """y[n, k] = sum over the group's channels c and taps (r, s) of w[k, c, r, s] * window."""
     win = _conv_windows(x, g)
-    wg = w.reshape(g.groups, g.out_channels // g.groups, *w.shape[1:])
-    y = np.einsum("ngcxyrs,gkcrs->ngkxy", win, wg, optimize=True)
-    return y.reshape(g.batch, g.out_channels, g.out_h, g.out_w)
+    kg = g.out_channels // g.groups
+    y = np.empty((g.batch, g.groups, kg, g.out_h, g.out_w))
+    for gi in range(g.groups):
+        wg = w[gi * kg:(gi + 1) * kg]                                   # (Kg, Cg, R, S)
+        out = np.tensordot(win[:, gi], wg, axes=([1, 4, 5], [1, 2, 3]))  # (N, OH, OW, Kg)
+        y[:, gi] = out.transpose(0, 3, 1, 2)
+    return y.reshape(g.y_shape)
 
 
 def _conv_backward_weight(gy, x, g):
+    """grad_w[k, c, r, s] = sum over n, oh, ow of grad_y[n, k] * window[n, c, oh, ow, r, s]."""
     win = _conv_windows(x, g)
-    gyg = gy.reshape(g.batch, g.groups, g.out_channels // g.groups, g.out_h, g.out_w)
-    gw = np.einsum("ngkxy,ngcxyrs->gkcrs", gyg, win, optimize=True)
-    return gw.reshape(g.w_shape)
+    kg = g.out_channels // g.groups
+    gyg = gy.reshape(g.batch, g.groups, kg, g.out_h, g.out_w)
+    gw = np.empty(g.w_shape)
+    for gi in range(g.groups):
+        gw[gi * kg:(gi + 1) * kg] = np.tensordot(gyg[:, gi], win[:, gi], axes=([0, 2, 3], [0, 2, 3]))
+    return gw
 
 
 def _conv_backward_data(gy, w, g):
     """Adjoint of _conv_forward wrt x: scatter every kernel tap's contribution."""
     view, inner = _unpad_grad(g.x_shape, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right)
-    n, cg, kg = g.batch, g.in_channels // g.groups, g.out_channels // g.groups
-    gyg = gy.reshape(n, g.groups, kg, g.out_h, g.out_w)
-    wg = w.reshape(g.groups, kg, cg, g.kernel_h, g.kernel_w)
-    for r in range(g.kernel_h):
-        for s in range(g.kernel_w):
-            contrib = np.einsum("ngkxy,gkc->ngcxy", gyg, wg[:, :, :, r, s], optimize=True)
-            _tap(view, r * g.dilation_h, s * g.dilation_w, g.out_h, g.out_w, g.stride_h, g.stride_w)[...] += \
-                contrib.reshape(n, g.in_channels, g.out_h, g.out_w)
+    cg, kg = g.in_channels // g.groups, g.out_channels // g.groups
+    gyg = gy.reshape(g.batch, g.groups, kg, g.out_h, g.out_w)
+    for gi in range(g.groups):
+        wg = w[gi * kg:(gi + 1) * kg]                                   # (Kg, Cg, R, S)
+        for r in range(g.kernel_h):
+            for s in range(g.kernel_w):
+                contrib = np.tensordot(gyg[:, gi], wg[:, :, r, s], axes=([1], [0]))  # (N, OH, OW, Cg)
+                _tap(view[:, gi * cg:(gi + 1) * cg], r * g.dilation_h, s * g.dilation_w, g.out_h, g.out_w,
+                     g.stride_h, g.stride_w)[...] += contrib.transpose(0, 3, 1, 2)
     return inner
 
 
