@@ -1,0 +1,256 @@
+// Row kernels of the sliding-window pools, shared by pool2d.cpp (portable
+// build) and the ISA-specific translation units pool_fwd_avx2.cpp /
+// pool_fwd_avx512.cpp, which include this header and get their own copies
+// (everything here has internal linkage, so no ODR clash between copies built
+// with different -m flags).
+//
+// The loops are written tap-major over a chunk of outputs of one row: for each
+// tap (r, c) in PyTorch's order (row-major within the window), every output of
+// the chunk is updated. The inner loop over outputs is a plain element-wise
+// loop that the compiler vectorises; each output still sees its taps in
+// exactly PyTorch's order, so the results are bitwise those of the scalar
+// reference. No multiply-add patterns occur here (max: compares/blends only;
+// avg: sums then one division), so FMA contraction in the ISA builds cannot
+// change results.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "geometry.h"
+
+namespace convkit {
+namespace poolk {
+namespace {
+
+constexpr int64_t kChunk = 256;
+
+inline int64_t ceil_div_nonneg(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Range [owa, owb) of outputs whose windows lie entirely inside [0, in) along
+// one axis (start o*s - p, taps spaced by d, k taps).
+inline void interior_range(int64_t out, int64_t in, int64_t k, int64_t s, int64_t p, int64_t d,
+                           int64_t& a, int64_t& b) {
+    a = std::min(out, ceil_div_nonneg(p, s));
+    const int64_t lim = in - 1 - (k - 1) * d + p;  // need o*s <= lim
+    if (lim < 0) {
+        b = a;
+        return;
+    }
+    b = std::max(a, std::min(out, lim / s + 1));
+}
+
+// ---------------------------------------------------------------- max ----
+
+// One output of max_pool2d, exactly PyTorch's loop.
+template <typename T>
+inline void max_one(const PoolGeometry& g, const T* xp, int64_t oh, int64_t ow, T& yv, int64_t& iv) {
+    int64_t ih0 = oh * g.stride_h - g.pad_h;
+    int64_t iw0 = ow * g.stride_w - g.pad_w;
+    const int64_t ih1 = std::min(ih0 + (g.kernel_h - 1) * g.dilation_h + 1, g.in_h);
+    const int64_t iw1 = std::min(iw0 + (g.kernel_w - 1) * g.dilation_w + 1, g.in_w);
+    while (ih0 < 0) ih0 += g.dilation_h;
+    while (iw0 < 0) iw0 += g.dilation_w;
+    int64_t maxindex = ih0 * g.in_w + iw0;
+    T maxval = -std::numeric_limits<T>::infinity();
+    for (int64_t ih = ih0; ih < ih1; ih += g.dilation_h) {
+        for (int64_t iw = iw0; iw < iw1; iw += g.dilation_w) {
+            const int64_t index = ih * g.in_w + iw;
+            const T val = xp[index];
+            if ((val > maxval) || std::isnan(val)) {
+                maxval = val;
+                maxindex = index;
+            }
+        }
+    }
+    yv = maxval;
+    iv = maxindex;
+}
+
+// n outputs of one row whose column windows are all interior. p points at the
+// first visited tap of the first output (row = first valid row, col = its
+// window start); nrows >= 1 valid rows spaced rstep elements apart; columns
+// kw taps spaced dw; consecutive outputs SW (or sw) elements apart. The first
+// tap is always the initial index, so the running state starts from it.
+template <typename T, typename Off, bool IDX, int SW>
+inline void max_row_interior(const T* __restrict p, int64_t n, int64_t sw_rt, int64_t nrows, int64_t rstep,
+                             int64_t kw, int64_t dw, T* __restrict y, int64_t* __restrict idx,
+                             int64_t base_index) {
+    const int64_t sw = SW > 0 ? SW : sw_rt;
+    alignas(64) T mv[kChunk];
+    alignas(64) Off mo[kChunk];
+    for (int64_t o0 = 0; o0 < n; o0 += kChunk) {
+        const int64_t m = std::min(kChunk, n - o0);
+        const T* __restrict q0 = p + o0 * sw;
+        for (int64_t i = 0; i < m; ++i) {
+            mv[i] = q0[i * sw];
+            if (IDX) mo[i] = 0;
+        }
+        for (int64_t r = 0; r < nrows; ++r) {
+            for (int64_t c = (r == 0 ? 1 : 0); c < kw; ++c) {
+                const int64_t toff64 = r * rstep + c * dw;
+                const Off toff = static_cast<Off>(toff64);
+                const T* __restrict q = q0 + toff64;
+                for (int64_t i = 0; i < m; ++i) {
+                    const T v = q[i * sw];
+                    const bool take = (v > mv[i]) | (v != v);
+                    mv[i] = take ? v : mv[i];
+                    if (IDX) mo[i] = take ? toff : mo[i];
+                }
+            }
+        }
+        for (int64_t i = 0; i < m; ++i) y[o0 + i] = mv[i];
+        if (IDX) {
+            const int64_t b = base_index + o0 * sw;
+            for (int64_t i = 0; i < m; ++i) idx[o0 + i] = b + i * sw + static_cast<int64_t>(mo[i]);
+        }
+    }
+}
+
+template <typename T, typename Off, bool IDX>
+inline void max_row_interior_dispatch(const T* p, int64_t n, int64_t sw, int64_t nrows, int64_t rstep, int64_t kw,
+                                      int64_t dw, T* y, int64_t* idx, int64_t base_index) {
+    if (sw == 1)
+        max_row_interior<T, Off, IDX, 1>(p, n, sw, nrows, rstep, kw, dw, y, idx, base_index);
+    else if (sw == 2)
+        max_row_interior<T, Off, IDX, 2>(p, n, sw, nrows, rstep, kw, dw, y, idx, base_index);
+    else
+        max_row_interior<T, Off, IDX, 0>(p, n, sw, nrows, rstep, kw, dw, y, idx, base_index);
+}
+
+// Output rows [oh0, oh1) of one plane. xp/yp/ip point at the plane.
+template <typename T>
+inline void max_fwd_rows(const PoolGeometry& g, const T* xp, T* yp, int64_t* ip, int64_t oh0, int64_t oh1) {
+    int64_t owa, owb;
+    interior_range(g.out_w, g.in_w, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, owa, owb);
+    // Offsets inside a window fit in 32 bits for any plane under 2^31 elements;
+    // float lanes then pair with int32 lanes (same vector width).
+    const bool small = g.in_h * g.in_w < (int64_t(1) << 31);
+    for (int64_t oh = oh0; oh < oh1; ++oh) {
+        T* yr = yp + oh * g.out_w;
+        int64_t* ir = ip ? ip + oh * g.out_w : nullptr;
+        int64_t ih0 = oh * g.stride_h - g.pad_h;
+        const int64_t ih1 = std::min(ih0 + (g.kernel_h - 1) * g.dilation_h + 1, g.in_h);
+        while (ih0 < 0) ih0 += g.dilation_h;
+        const int64_t nrows = ih1 > ih0 ? ceil_div_nonneg(ih1 - ih0, g.dilation_h) : 0;
+        int64_t a = owa, b = owb;
+        if (nrows == 0) a = b = g.out_w;  // empty rows: all through the scalar path
+        for (int64_t ow = 0; ow < a; ++ow) {
+            int64_t iv;
+            max_one(g, xp, oh, ow, yr[ow], iv);
+            if (ir) ir[ow] = iv;
+        }
+        if (b > a) {
+            const int64_t c0 = a * g.stride_w - g.pad_w;
+            const T* p = xp + ih0 * g.in_w + c0;
+            const int64_t base = ih0 * g.in_w + c0;
+            const int64_t rstep = g.dilation_h * g.in_w;
+            const int64_t n = b - a;
+            if (ir) {
+                if (sizeof(T) == 4 && small)
+                    max_row_interior_dispatch<T, int32_t, true>(p, n, g.stride_w, nrows, rstep, g.kernel_w,
+                                                                g.dilation_w, yr + a, ir + a, base);
+                else
+                    max_row_interior_dispatch<T, int64_t, true>(p, n, g.stride_w, nrows, rstep, g.kernel_w,
+                                                                g.dilation_w, yr + a, ir + a, base);
+            } else {
+                max_row_interior_dispatch<T, int64_t, false>(p, n, g.stride_w, nrows, rstep, g.kernel_w,
+                                                             g.dilation_w, yr + a, nullptr, base);
+            }
+        }
+        for (int64_t ow = std::max(b, a); ow < g.out_w; ++ow) {
+            int64_t iv;
+            max_one(g, xp, oh, ow, yr[ow], iv);
+            if (ir) ir[ow] = iv;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- avg ----
+
+struct AvgAxis {
+    int64_t lo, hi, pool;  // clamped window [lo, hi), unclamped pool extent
+};
+
+inline AvgAxis avg_axis(int64_t o, int64_t s, int64_t p, int64_t k, int64_t in) {
+    int64_t i0 = o * s - p;
+    int64_t i1 = std::min(i0 + k, in + p);
+    AvgAxis r;
+    r.pool = i1 - i0;
+    r.lo = std::max(i0, int64_t(0));
+    r.hi = std::min(i1, in);
+    return r;
+}
+
+inline int64_t avg_divisor(const AvgAxis& h, const AvgAxis& w, bool cip, int64_t dov) {
+    if (dov != 0) return dov;
+    if (cip) return h.pool * w.pool;
+    return (h.hi - h.lo) * (w.hi - w.lo);
+}
+
+template <typename T>
+inline T avg_one(const PoolGeometry& g, bool cip, int64_t dov, const T* xp, int64_t oh, int64_t ow) {
+    const AvgAxis h = avg_axis(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
+    const AvgAxis w = avg_axis(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+    if (h.lo >= h.hi || w.lo >= w.hi) return T(0);
+    T sum = 0;
+    for (int64_t ih = h.lo; ih < h.hi; ++ih)
+        for (int64_t iw = w.lo; iw < w.hi; ++iw) sum += xp[ih * g.in_w + iw];
+    return sum / static_cast<T>(avg_divisor(h, w, cip, dov));
+}
+
+template <typename T, int SW>
+inline void avg_row_interior(const T* __restrict p, int64_t n, int64_t sw_rt, int64_t nrows, int64_t in_w,
+                             int64_t kw, T div, T* __restrict y) {
+    const int64_t sw = SW > 0 ? SW : sw_rt;
+    alignas(64) T sm[kChunk];
+    for (int64_t o0 = 0; o0 < n; o0 += kChunk) {
+        const int64_t m = std::min(kChunk, n - o0);
+        const T* __restrict q0 = p + o0 * sw;
+        for (int64_t i = 0; i < m; ++i) sm[i] = T(0);
+        for (int64_t r = 0; r < nrows; ++r) {
+            for (int64_t c = 0; c < kw; ++c) {
+                const T* __restrict q = q0 + r * in_w + c;
+                for (int64_t i = 0; i < m; ++i) sm[i] += q[i * sw];
+            }
+        }
+        for (int64_t i = 0; i < m; ++i) y[o0 + i] = sm[i] / div;
+    }
+}
+
+template <typename T>
+inline void avg_fwd_rows(const PoolGeometry& g, bool cip, int64_t dov, const T* xp, T* yp, int64_t oh0,
+                         int64_t oh1) {
+    int64_t owa, owb;
+    interior_range(g.out_w, g.in_w, g.kernel_w, g.stride_w, g.pad_w, 1, owa, owb);
+    for (int64_t oh = oh0; oh < oh1; ++oh) {
+        T* yr = yp + oh * g.out_w;
+        const AvgAxis h = avg_axis(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
+        int64_t a = owa, b = owb;
+        if (h.lo >= h.hi) a = b = g.out_w;
+        for (int64_t ow = 0; ow < a; ++ow) yr[ow] = avg_one(g, cip, dov, xp, oh, ow);
+        if (b > a) {
+            // Interior columns: w.pool == clamped width == kernel_w.
+            AvgAxis w;
+            w.lo = 0;
+            w.hi = g.kernel_w;
+            w.pool = g.kernel_w;
+            const T div = static_cast<T>(avg_divisor(h, w, cip, dov));
+            const int64_t c0 = a * g.stride_w - g.pad_w;
+            const T* p = xp + h.lo * g.in_w + c0;
+            const int64_t n = b - a, nrows = h.hi - h.lo;
+            if (g.stride_w == 1)
+                avg_row_interior<T, 1>(p, n, 1, nrows, g.in_w, g.kernel_w, div, yr + a);
+            else if (g.stride_w == 2)
+                avg_row_interior<T, 2>(p, n, 2, nrows, g.in_w, g.kernel_w, div, yr + a);
+            else
+                avg_row_interior<T, 0>(p, n, g.stride_w, nrows, g.in_w, g.kernel_w, div, yr + a);
+        }
+        for (int64_t ow = std::max(a, b); ow < g.out_w; ++ow) yr[ow] = avg_one(g, cip, dov, xp, oh, ow);
+    }
+}
+
+}  // namespace
+}  // namespace poolk
+}  // namespace convkit

@@ -1,0 +1,707 @@
+// Pooling kernels with PyTorch 2.x CPU semantics (NCHW, contiguous planes).
+//
+// Reference loops reproduced here (aten/src/ATen/native/cpu/*Pool*Kernel.cpp):
+//
+//  max_pool2d: ih0 = oh*sh - ph; ih1 = min(ih0 + (kh-1)*dh + 1, H);
+//      while (ih0 < 0) ih0 += dh; (same for w); maxindex = ih0*W + iw0;
+//      maxval = -inf; taps in row-major order:
+//      if (val > maxval || isnan(val)) { maxval = val; maxindex = ih*W + iw; }
+//      -> the first maximum wins, the last NaN wins.
+//  avg_pool2d: ih0 = oh*sh - ph; ih1 = min(ih0 + kh, H + ph); pool_size =
+//      (ih1-ih0)*(iw1-iw0); clamp to [0, H) x [0, W); empty -> 0; sum in
+//      row-major order from 0; divisor = override, or pool_size
+//      (count_include_pad), or the clamped count; y = sum / divisor.
+//      Backward: grad_delta = gy / divisor added over the clamped window;
+//      each input receives its contributions in (oh, ow) order, which the
+//      gather form here reproduces exactly.
+//  lp_pool2d (torch.nn.functional.lp_pool2d):
+//      A = avg_pool2d(x.pow(p), k, s, 0, ceil_mode)      (count_include_pad)
+//      y = (sign(A) * relu(abs(A))).mul(kh*kw).pow(1/p)
+//      with torch's pow special cases (exp 0 -> 1, 1 -> copy, 2 -> b*b,
+//      3 -> b*b*b, 0.5 -> sqrt, -0.5 -> 1/sqrt, -1 -> 1/b, -2 -> 1/(b*b),
+//      else std::pow in double). The backward replays autograd step by step:
+//      gB = gy * (1/p * B.pow(1/p - 1)); gC = gB * kk; through sign*relu(abs):
+//      gA = (R <= 0 ? 0 : gC*sign(A)) * sign(A) with R = relu(abs(A))
+//      (so windows with A == 0 get a zero gradient even though B.pow(1/p-1)
+//      is inf there; NaNs propagate as in torch, sign(NaN) = 0);
+//      gX = avg_pool2d_backward(gA); gx = gX * (p * x.pow(p-1)).
+//      x.pow(p-1) follows the formula: x == 0 with p < 1 gives inf/NaN,
+//      exactly what autograd gives. Non-special exponents use std::pow in
+//      double, torch's scalar path (its SIMD path uses Sleef powf, which may
+//      differ by an ulp in float).
+//  adaptive pools: window [floor(o*n/m), ceil((o+1)*n/m)); avg y = sum / kh / kw
+//      (two divisions, as torch); backward delta = gy / kh / kw; adaptive max
+//      uses the max_pool2d rule and initial index.
+//
+// Every output is written; each value is computed by one thread in a fixed
+// order, so results are bitwise identical for any thread count. Backward
+// passes are gathers (avg, lp, adaptive avg) or per-plane scatters (max).
+#include "pool2d.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "cpu_features.h"
+#include "kernels/pool_impl.h"
+#include "kernels/pool_isa.h"
+#include "parallel.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace convkit {
+namespace {
+
+using poolk::ceil_div_nonneg;
+
+// Work below this many elements runs on one thread (the native test harness
+// sets it to 0 so that small cases exercise the threaded paths).
+#ifdef CONVKIT_POOL_SERIAL_WORK
+constexpr int64_t kSerialWork = CONVKIT_POOL_SERIAL_WORK;
+#else
+constexpr int64_t kSerialWork = 1 << 15;
+#endif
+
+int threads_for(int64_t work) {
+    if (work < kSerialWork) return 1;
+    return num_threads();
+}
+
+// Calls f(plane, row_begin, row_end) over all planes x rows, split into
+// enough items that few-plane inputs still use every thread.
+template <typename F>
+void parallel_plane_rows(int64_t planes, int64_t rows, int64_t work, F f) {
+    if (planes <= 0 || rows <= 0) return;
+    const int nt = threads_for(work);
+    int64_t nb = 1;
+    if (nt > 1 && planes < 4 * int64_t(nt)) nb = std::min(rows, ceil_div_nonneg(4 * int64_t(nt), planes));
+    const int64_t items = planes * nb;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && items > 1)
+    for (int64_t it = 0; it < items; ++it) {
+        const int64_t p = it / nb, b = it % nb;
+        f(p, rows * b / nb, rows * (b + 1) / nb);
+    }
+}
+
+template <typename F>
+void parallel_planes(int64_t planes, int64_t work, F f) {
+    if (planes <= 0) return;
+    const int nt = threads_for(work);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && planes > 1)
+    for (int64_t p = 0; p < planes; ++p) f(p);
+}
+
+// torch's Tensor.pow(Scalar) for float/double tensors.
+template <typename T>
+inline T torch_pow(T b, double e) {
+    if (e == 0.0) return T(1);
+    if (e == 1.0) return b;
+    if (e == 2.0) return b * b;
+    if (e == 3.0) return b * b * b;
+    if (e == 0.5) return std::sqrt(b);
+    if (e == -0.5) return T(1) / std::sqrt(b);
+    if (e == -1.0) return T(1) / b;
+    if (e == -2.0) return T(1) / (b * b);
+    return static_cast<T>(std::pow(static_cast<double>(b), e));
+}
+
+template <typename T>
+inline T torch_sign(T a) {
+    return static_cast<T>((T(0) < a) - (a < T(0)));  // NaN -> 0, as torch.sign
+}
+
+// For each input position i along an axis, the outputs whose windows contain
+// it form the contiguous range [oa[i], ob[i]) (windows are monotone in o).
+// win(o, lo, hi) gives the clamped window of output o.
+template <typename W>
+void gather_ranges(int64_t out, int64_t in, W win, std::vector<int64_t>& oa, std::vector<int64_t>& ob) {
+    oa.assign(static_cast<size_t>(in), 0);
+    ob.assign(static_cast<size_t>(in), 0);
+    std::vector<char> seen(static_cast<size_t>(in), 0);
+    for (int64_t o = 0; o < out; ++o) {
+        int64_t lo, hi;
+        win(o, lo, hi);
+        lo = std::max<int64_t>(lo, 0);
+        hi = std::min(hi, in);
+        for (int64_t i = lo; i < hi; ++i) {
+            if (!seen[i]) {
+                seen[i] = 1;
+                oa[i] = o;
+            }
+            ob[i] = o + 1;
+        }
+    }
+}
+
+// grad_x[plane rows r0..r1) = 0 + sum over (oh, ow) in order of delta.
+template <typename T>
+void gather_rows(const T* dp, T* gp, int64_t in_w, int64_t out_w, int64_t r0, int64_t r1,
+                 const std::vector<int64_t>& ha, const std::vector<int64_t>& hb, const std::vector<int64_t>& wa,
+                 const std::vector<int64_t>& wb, bool single) {
+    for (int64_t ih = r0; ih < r1; ++ih) {
+        T* gr = gp + ih * in_w;
+        const int64_t h0 = ha[ih], h1 = hb[ih];
+        if (single) {
+            // Every input in at most one window per axis.
+            if (h1 <= h0) {
+                for (int64_t iw = 0; iw < in_w; ++iw) gr[iw] = T(0);
+                continue;
+            }
+            const T* dr = dp + h0 * out_w;
+            for (int64_t iw = 0; iw < in_w; ++iw) gr[iw] = wb[iw] > wa[iw] ? T(0) + dr[wa[iw]] : T(0);
+            continue;
+        }
+        for (int64_t iw = 0; iw < in_w; ++iw) {
+            T s = T(0);
+            const int64_t w0 = wa[iw], w1 = wb[iw];
+            for (int64_t oh = h0; oh < h1; ++oh) {
+                const T* dr = dp + oh * out_w;
+                for (int64_t ow = w0; ow < w1; ++ow) s += dr[ow];
+            }
+            gr[iw] = s;
+        }
+    }
+}
+
+bool ranges_single(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+    for (size_t i = 0; i < a.size(); ++i)
+        if (b[i] - a[i] > 1) return false;
+    return true;
+}
+
+// ------------------------------------------------------------ ISA picks ----
+
+template <typename T>
+struct IsaFns;
+
+template <>
+struct IsaFns<float> {
+    using MaxFn = void (*)(const PoolGeometry&, const float*, float*, int64_t*, int64_t, int64_t);
+    using AvgFn = void (*)(const PoolGeometry&, bool, int64_t, const float*, float*, int64_t, int64_t);
+    static MaxFn max_fn() {
+#ifdef CONVKIT_HAVE_AVX512
+        if (active_isa() == Isa::avx512) return poolk::max_fwd_rows_avx512_f32;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::max_fwd_rows_avx2_f32;
+#endif
+        return poolk::max_fwd_rows<float>;
+    }
+    static AvgFn avg_fn() {
+#ifdef CONVKIT_HAVE_AVX512
+        if (active_isa() == Isa::avx512) return poolk::avg_fwd_rows_avx512_f32;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::avg_fwd_rows_avx2_f32;
+#endif
+        return poolk::avg_fwd_rows<float>;
+    }
+};
+
+template <>
+struct IsaFns<double> {
+    using MaxFn = void (*)(const PoolGeometry&, const double*, double*, int64_t*, int64_t, int64_t);
+    using AvgFn = void (*)(const PoolGeometry&, bool, int64_t, const double*, double*, int64_t, int64_t);
+    static MaxFn max_fn() {
+#ifdef CONVKIT_HAVE_AVX512
+        if (active_isa() == Isa::avx512) return poolk::max_fwd_rows_avx512_f64;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::max_fwd_rows_avx2_f64;
+#endif
+        return poolk::max_fwd_rows<double>;
+    }
+    static AvgFn avg_fn() {
+#ifdef CONVKIT_HAVE_AVX512
+        if (active_isa() == Isa::avx512) return poolk::avg_fwd_rows_avx512_f64;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::avg_fwd_rows_avx2_f64;
+#endif
+        return poolk::avg_fwd_rows<double>;
+    }
+};
+
+// Per-axis max-pool window: clamped [lo, hi) and unclamped start.
+struct MaxAxis {
+    int64_t lo, hi, start;
+};
+
+std::vector<MaxAxis> max_axes(int64_t out, int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) {
+    std::vector<MaxAxis> v(static_cast<size_t>(std::max<int64_t>(out, 0)));
+    for (int64_t o = 0; o < out; ++o) {
+        int64_t i0 = o * s - p;
+        const int64_t i1 = std::min(i0 + (k - 1) * d + 1, in);
+        v[o].start = i0;
+        while (i0 < 0) i0 += d;
+        v[o].lo = i0;
+        v[o].hi = i1;
+    }
+    return v;
+}
+
+inline int64_t adaptive_start(int64_t o, int64_t m, int64_t n) { return (o / m) * n + ((o % m) * n) / m; }
+inline int64_t adaptive_end(int64_t o, int64_t m, int64_t n) { return 1 + ((o + 1) * n - 1) / m; }
+
+// Scatter-add of one plane's max-pool gradient with index validation.
+// Returns the first bad output position in the plane, or -1.
+// ok(o_h, o_w, row, col) checks that (row, col) lies in that output's window.
+template <typename T, typename Ok>
+int64_t scatter_plane(const T* gyp, const int64_t* ip, T* gxp, int64_t in_h, int64_t in_w, int64_t out_h,
+                      int64_t out_w, Ok ok) {
+    const int64_t plane_in = in_h * in_w;
+    std::fill(gxp, gxp + plane_in, T(0));
+    int64_t first_bad = -1;
+    const bool small = plane_in < (int64_t(1) << 31);
+    for (int64_t oh = 0; oh < out_h; ++oh) {
+        for (int64_t ow = 0; ow < out_w; ++ow) {
+            const int64_t o = oh * out_w + ow;
+            const int64_t idx = ip[o];
+            bool valid = idx >= 0 && idx < plane_in;
+            if (valid) {
+                int64_t row, col;
+                if (small) {
+                    const uint32_t u = static_cast<uint32_t>(idx), w = static_cast<uint32_t>(in_w);
+                    row = u / w;
+                    col = u - static_cast<uint32_t>(row) * w;
+                } else {
+                    row = idx / in_w;
+                    col = idx - row * in_w;
+                }
+                valid = ok(oh, ow, row, col);
+            }
+            if (valid)
+                gxp[idx] += gyp[o];
+            else if (first_bad < 0)
+                first_bad = o;
+        }
+    }
+    return first_bad;
+}
+
+}  // namespace
+
+// ================================================================ max ====
+
+template <typename T>
+void max_pool2d_forward(const PoolGeometry& g, const T* x, T* y, int64_t* indices) {
+    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
+    if (g.planes <= 0 || plane_out <= 0) return;
+    auto fn = IsaFns<T>::max_fn();
+    const int64_t work = g.planes * (plane_out * g.kernel_h * g.kernel_w + plane_in);
+    parallel_plane_rows(g.planes, g.out_h, work, [&](int64_t p, int64_t r0, int64_t r1) {
+        fn(g, x + p * plane_in, y + p * plane_out, indices ? indices + p * plane_out : nullptr, r0, r1);
+    });
+}
+
+template <typename T>
+int64_t max_pool2d_backward(const PoolGeometry& g, const T* grad_y, const int64_t* indices, T* grad_x) {
+    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
+    if (g.planes <= 0) return -1;
+    if (plane_out <= 0) {
+        if (plane_in > 0) std::fill(grad_x, grad_x + g.planes * plane_in, T(0));
+        return -1;
+    }
+    const std::vector<MaxAxis> ha = max_axes(g.out_h, g.in_h, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h);
+    const std::vector<MaxAxis> wa = max_axes(g.out_w, g.in_w, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w);
+    std::vector<int64_t> bad(static_cast<size_t>(g.planes), -1);
+    const int64_t dh = g.dilation_h, dw = g.dilation_w;
+    const MaxAxis* hp = ha.data();
+    const MaxAxis* wp = wa.data();
+    auto ok = [hp, wp, dh, dw](int64_t oh, int64_t ow, int64_t row, int64_t col) {
+        const MaxAxis& h = hp[oh];
+        const MaxAxis& w = wp[ow];
+        return row >= h.lo && row < h.hi && col >= w.lo && col < w.hi && (row - h.start) % dh == 0 &&
+               (col - w.start) % dw == 0;
+    };
+    parallel_planes(g.planes, g.planes * (plane_in + plane_out), [&](int64_t p) {
+        bad[p] = scatter_plane(grad_y + p * plane_out, indices + p * plane_out, grad_x + p * plane_in, g.in_h,
+                               g.in_w, g.out_h, g.out_w, ok);
+    });
+    for (int64_t p = 0; p < g.planes; ++p)
+        if (bad[p] >= 0) return p * plane_out + bad[p];
+    return -1;
+}
+
+// ================================================================ avg ====
+
+template <typename T>
+void avg_pool2d_forward(const PoolGeometry& g, bool count_include_pad, int64_t divisor_override, const T* x,
+                        T* y) {
+    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
+    if (g.planes <= 0 || plane_out <= 0) return;
+    auto fn = IsaFns<T>::avg_fn();
+    const int64_t work = g.planes * (plane_out * g.kernel_h * g.kernel_w + plane_in);
+    parallel_plane_rows(g.planes, g.out_h, work, [&](int64_t p, int64_t r0, int64_t r1) {
+        fn(g, count_include_pad, divisor_override, x + p * plane_in, y + p * plane_out, r0, r1);
+    });
+}
+
+namespace {
+
+// Gradient of every input of the planes from per-output deltas: gx = gather.
+template <typename T>
+void gather_backward(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w, const T* delta,
+                     T* grad_x, const std::vector<int64_t>& ha, const std::vector<int64_t>& hb,
+                     const std::vector<int64_t>& wa, const std::vector<int64_t>& wb) {
+    const int64_t plane_in = in_h * in_w, plane_out = out_h * out_w;
+    const bool single = ranges_single(ha, hb) && ranges_single(wa, wb);
+    parallel_plane_rows(planes, in_h, planes * (plane_in + plane_out), [&](int64_t p, int64_t r0, int64_t r1) {
+        gather_rows(delta + p * plane_out, grad_x + p * plane_in, in_w, out_w, r0, r1, ha, hb, wa, wb, single);
+    });
+}
+
+template <typename T>
+void avg_ranges(const PoolGeometry& g, std::vector<int64_t>& ha, std::vector<int64_t>& hb,
+                std::vector<int64_t>& wa, std::vector<int64_t>& wb) {
+    gather_ranges(
+        g.out_h, g.in_h,
+        [&](int64_t o, int64_t& lo, int64_t& hi) {
+            const poolk::AvgAxis a = poolk::avg_axis(o, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
+            lo = a.lo;
+            hi = a.hi;
+        },
+        ha, hb);
+    gather_ranges(
+        g.out_w, g.in_w,
+        [&](int64_t o, int64_t& lo, int64_t& hi) {
+            const poolk::AvgAxis a = poolk::avg_axis(o, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+            lo = a.lo;
+            hi = a.hi;
+        },
+        wa, wb);
+}
+
+}  // namespace
+
+template <typename T>
+void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t divisor_override,
+                         const T* grad_y, T* grad_x) {
+    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
+    if (g.planes <= 0 || plane_in <= 0) return;
+    if (plane_out <= 0) {
+        std::fill(grad_x, grad_x + g.planes * plane_in, T(0));
+        return;
+    }
+    std::vector<poolk::AvgAxis> hx(g.out_h), wx(g.out_w);
+    for (int64_t o = 0; o < g.out_h; ++o) hx[o] = poolk::avg_axis(o, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
+    for (int64_t o = 0; o < g.out_w; ++o) wx[o] = poolk::avg_axis(o, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+    std::vector<T> delta(static_cast<size_t>(g.planes * plane_out));
+    T* dl = delta.data();
+    parallel_plane_rows(g.planes, g.out_h, g.planes * plane_out, [&](int64_t p, int64_t r0, int64_t r1) {
+        const T* gyp = grad_y + p * plane_out;
+        T* dp = dl + p * plane_out;
+        for (int64_t oh = r0; oh < r1; ++oh) {
+            for (int64_t ow = 0; ow < g.out_w; ++ow) {
+                const int64_t o = oh * g.out_w + ow;
+                const int64_t d = poolk::avg_divisor(hx[oh], wx[ow], count_include_pad, divisor_override);
+                dp[o] = gyp[o] / static_cast<T>(d);
+            }
+        }
+    });
+    std::vector<int64_t> ha, hb, wa, wb;
+    avg_ranges<T>(g, ha, hb, wa, wb);
+    gather_backward(g.planes, g.in_h, g.in_w, g.out_h, g.out_w, dl, grad_x, ha, hb, wa, wb);
+}
+
+// ================================================================= lp ====
+
+namespace {
+
+// A = avg_pool2d(x.pow(p)) for one output (pad 0, count_include_pad: divisor
+// is the clamped count since the window never covers padding).
+template <typename T>
+inline T lp_avg(const PoolGeometry& g, double p, const T* xp, int64_t oh, int64_t ow, int64_t& count) {
+    const poolk::AvgAxis h = poolk::avg_axis(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
+    const poolk::AvgAxis w = poolk::avg_axis(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+    count = h.pool * w.pool;
+    if (h.lo >= h.hi || w.lo >= w.hi) return T(0);
+    T sum = 0;
+    for (int64_t ih = h.lo; ih < h.hi; ++ih)
+        for (int64_t iw = w.lo; iw < w.hi; ++iw) sum += torch_pow(xp[ih * g.in_w + iw], p);
+    return sum / static_cast<T>(count);
+}
+
+}  // namespace
+
+template <typename T>
+void lp_pool2d_forward(const PoolGeometry& g, double norm_type, const T* x, T* y) {
+    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
+    if (g.planes <= 0 || plane_out <= 0) return;
+    const T kk = static_cast<T>(g.kernel_h * g.kernel_w);
+    const double inv_p = 1.0 / norm_type;
+    const int64_t work = g.planes * (plane_out * g.kernel_h * g.kernel_w + plane_in) * 4;
+    parallel_plane_rows(g.planes, g.out_h, work, [&](int64_t p, int64_t r0, int64_t r1) {
+        const T* xp = x + p * plane_in;
+        T* yp = y + p * plane_out;
+        for (int64_t oh = r0; oh < r1; ++oh) {
+            for (int64_t ow = 0; ow < g.out_w; ++ow) {
+                int64_t count;
+                const T a = lp_avg(g, norm_type, xp, oh, ow, count);
+                // sign(A) * relu(abs(A)), then * kh*kw, then pow(1/p)
+                const T r = std::abs(a) > T(0) || std::isnan(a) ? std::abs(a) : T(0);
+                const T c = torch_sign(a) * r;
+                yp[oh * g.out_w + ow] = torch_pow(c * kk, inv_p);
+            }
+        }
+    });
+}
+
+template <typename T>
+void lp_pool2d_backward(const PoolGeometry& g, double norm_type, const T* grad_y, const T* x, T* grad_x) {
+    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
+    if (g.planes <= 0 || plane_in <= 0) return;
+    if (plane_out <= 0) {
+        std::fill(grad_x, grad_x + g.planes * plane_in, T(0));
+        return;
+    }
+    const T kk = static_cast<T>(g.kernel_h * g.kernel_w);
+    const double inv_p = 1.0 / norm_type;
+    const T inv_p_t = static_cast<T>(inv_p);
+    std::vector<T> delta(static_cast<size_t>(g.planes * plane_out));
+    T* dl = delta.data();
+    const int64_t work = g.planes * (plane_out * g.kernel_h * g.kernel_w + plane_in) * 4;
+    parallel_plane_rows(g.planes, g.out_h, work, [&](int64_t p, int64_t r0, int64_t r1) {
+        const T* xp = x + p * plane_in;
+        const T* gyp = grad_y + p * plane_out;
+        T* dp = dl + p * plane_out;
+        for (int64_t oh = r0; oh < r1; ++oh) {
+            for (int64_t ow = 0; ow < g.out_w; ++ow) {
+                const int64_t o = oh * g.out_w + ow;
+                int64_t count;
+                const T a = lp_avg(g, norm_type, xp, oh, ow, count);
+                const T s = torch_sign(a);
+                const T r = std::abs(a) > T(0) || std::isnan(a) ? std::abs(a) : T(0);  // relu(abs(A))
+                const T b = (s * r) * kk;
+                T gb;
+                if (inv_p == 0.0)
+                    gb = T(0) * gyp[o];  // pow_backward with exponent 0: zeros
+                else
+                    gb = gyp[o] * (inv_p_t * torch_pow(b, inv_p - 1.0));
+                const T gc = gb * kk;
+                const T gabs = (r <= T(0)) ? T(0) : gc * s;
+                const T ga = gabs * s;
+                dp[o] = count > 0 ? ga / static_cast<T>(count) : T(0);
+            }
+        }
+    });
+    std::vector<int64_t> ha, hb, wa, wb;
+    avg_ranges<T>(g, ha, hb, wa, wb);
+    gather_backward(g.planes, g.in_h, g.in_w, g.out_h, g.out_w, dl, grad_x, ha, hb, wa, wb);
+    // gx = gX * (p * x.pow(p - 1))
+    const T p_t = static_cast<T>(norm_type);
+    const double pm1 = norm_type - 1.0;
+    parallel_plane_rows(g.planes, g.in_h, g.planes * plane_in * 4, [&](int64_t p, int64_t r0, int64_t r1) {
+        const T* xp = x + p * plane_in;
+        T* gp = grad_x + p * plane_in;
+        for (int64_t i = r0 * g.in_w; i < r1 * g.in_w; ++i) {
+            if (norm_type == 0.0)
+                gp[i] = T(0) * gp[i];  // pow_backward with exponent 0
+            else
+                gp[i] = gp[i] * (p_t * torch_pow(xp[i], pm1));
+        }
+    });
+}
+
+// =========================================================== adaptive ====
+
+template <typename T>
+void adaptive_avg_pool2d_forward(const AdaptiveGeometry& g, const T* x, T* y) {
+    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
+    if (g.planes <= 0 || plane_out <= 0) return;
+    const int64_t work = g.planes * (plane_out + plane_in);
+    if (g.out_h == 1 && g.out_w == 1) {
+        // Global pooling: one sequential sum per plane (torch's order); 8
+        // planes at a time for independent add chains.
+        const int64_t groups = ceil_div_nonneg(g.planes, 8);
+        const T dh = static_cast<T>(g.in_h), dw = static_cast<T>(g.in_w);
+        parallel_planes(groups, work, [&](int64_t gi) {
+            const int64_t p0 = gi * 8, np = std::min<int64_t>(8, g.planes - p0);
+            if (np == 8) {
+                T s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                const T* xp = x + p0 * plane_in;
+                for (int64_t i = 0; i < plane_in; ++i)
+                    for (int j = 0; j < 8; ++j) s[j] += xp[j * plane_in + i];
+                for (int j = 0; j < 8; ++j) y[p0 + j] = s[j] / dh / dw;
+            } else {
+                for (int64_t j = 0; j < np; ++j) {
+                    const T* xp = x + (p0 + j) * plane_in;
+                    T s = 0;
+                    for (int64_t i = 0; i < plane_in; ++i) s += xp[i];
+                    y[p0 + j] = s / dh / dw;
+                }
+            }
+        });
+        return;
+    }
+    std::vector<int64_t> h0(g.out_h), h1(g.out_h), w0(g.out_w), w1(g.out_w);
+    for (int64_t o = 0; o < g.out_h; ++o) {
+        h0[o] = adaptive_start(o, g.out_h, g.in_h);
+        h1[o] = adaptive_end(o, g.out_h, g.in_h);
+    }
+    for (int64_t o = 0; o < g.out_w; ++o) {
+        w0[o] = adaptive_start(o, g.out_w, g.in_w);
+        w1[o] = adaptive_end(o, g.out_w, g.in_w);
+    }
+    parallel_plane_rows(g.planes, g.out_h, work, [&](int64_t p, int64_t r0, int64_t r1) {
+        const T* xp = x + p * plane_in;
+        T* yp = y + p * plane_out;
+        for (int64_t oh = r0; oh < r1; ++oh) {
+            const T kh = static_cast<T>(h1[oh] - h0[oh]);
+            for (int64_t ow = 0; ow < g.out_w; ++ow) {
+                T sum = 0;
+                for (int64_t ih = h0[oh]; ih < h1[oh]; ++ih)
+                    for (int64_t iw = w0[ow]; iw < w1[ow]; ++iw) sum += xp[ih * g.in_w + iw];
+                yp[oh * g.out_w + ow] = sum / kh / static_cast<T>(w1[ow] - w0[ow]);
+            }
+        }
+    });
+}
+
+template <typename T>
+void adaptive_avg_pool2d_backward(const AdaptiveGeometry& g, const T* grad_y, T* grad_x) {
+    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
+    if (g.planes <= 0 || plane_in <= 0) return;
+    if (plane_out <= 0) {
+        std::fill(grad_x, grad_x + g.planes * plane_in, T(0));
+        return;
+    }
+    std::vector<int64_t> kh(g.out_h), kw(g.out_w);
+    for (int64_t o = 0; o < g.out_h; ++o) kh[o] = adaptive_end(o, g.out_h, g.in_h) - adaptive_start(o, g.out_h, g.in_h);
+    for (int64_t o = 0; o < g.out_w; ++o) kw[o] = adaptive_end(o, g.out_w, g.in_w) - adaptive_start(o, g.out_w, g.in_w);
+    std::vector<T> delta(static_cast<size_t>(g.planes * plane_out));
+    T* dl = delta.data();
+    parallel_plane_rows(g.planes, g.out_h, g.planes * plane_out, [&](int64_t p, int64_t r0, int64_t r1) {
+        const T* gyp = grad_y + p * plane_out;
+        T* dp = dl + p * plane_out;
+        for (int64_t oh = r0; oh < r1; ++oh)
+            for (int64_t ow = 0; ow < g.out_w; ++ow) {
+                const int64_t o = oh * g.out_w + ow;
+                dp[o] = gyp[o] / static_cast<T>(kh[oh]) / static_cast<T>(kw[ow]);
+            }
+    });
+    std::vector<int64_t> ha, hb, wa, wb;
+    gather_ranges(
+        g.out_h, g.in_h,
+        [&](int64_t o, int64_t& lo, int64_t& hi) {
+            lo = adaptive_start(o, g.out_h, g.in_h);
+            hi = adaptive_end(o, g.out_h, g.in_h);
+        },
+        ha, hb);
+    gather_ranges(
+        g.out_w, g.in_w,
+        [&](int64_t o, int64_t& lo, int64_t& hi) {
+            lo = adaptive_start(o, g.out_w, g.in_w);
+            hi = adaptive_end(o, g.out_w, g.in_w);
+        },
+        wa, wb);
+    gather_backward(g.planes, g.in_h, g.in_w, g.out_h, g.out_w, dl, grad_x, ha, hb, wa, wb);
+}
+
+template <typename T>
+void adaptive_max_pool2d_forward(const AdaptiveGeometry& g, const T* x, T* y, int64_t* indices) {
+    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
+    if (g.planes <= 0 || plane_out <= 0) return;
+    if (g.in_h > 0 && g.in_w > 0 && g.in_h % g.out_h == 0 && g.in_w % g.out_w == 0 &&
+        (g.out_w > 1 || g.out_h > 1)) {
+        // Uniform windows: exactly max_pool2d with kernel = stride = n / m.
+        PoolGeometry pg;
+        pg.planes = g.planes;
+        pg.in_h = g.in_h;
+        pg.in_w = g.in_w;
+        pg.out_h = g.out_h;
+        pg.out_w = g.out_w;
+        pg.kernel_h = pg.stride_h = g.in_h / g.out_h;
+        pg.kernel_w = pg.stride_w = g.in_w / g.out_w;
+        max_pool2d_forward(pg, x, y, indices);
+        return;
+    }
+    std::vector<int64_t> h0(g.out_h), h1(g.out_h), w0(g.out_w), w1(g.out_w);
+    for (int64_t o = 0; o < g.out_h; ++o) {
+        h0[o] = adaptive_start(o, g.out_h, g.in_h);
+        h1[o] = adaptive_end(o, g.out_h, g.in_h);
+    }
+    for (int64_t o = 0; o < g.out_w; ++o) {
+        w0[o] = adaptive_start(o, g.out_w, g.in_w);
+        w1[o] = adaptive_end(o, g.out_w, g.in_w);
+    }
+    parallel_plane_rows(g.planes, g.out_h, g.planes * (plane_out + plane_in), [&](int64_t p, int64_t r0, int64_t r1) {
+        const T* xp = x + p * plane_in;
+        T* yp = y + p * plane_out;
+        int64_t* ip = indices ? indices + p * plane_out : nullptr;
+        for (int64_t oh = r0; oh < r1; ++oh) {
+            for (int64_t ow = 0; ow < g.out_w; ++ow) {
+                int64_t maxindex = h0[oh] * g.in_w + w0[ow];
+                T maxval = -std::numeric_limits<T>::infinity();
+                for (int64_t ih = h0[oh]; ih < h1[oh]; ++ih) {
+                    for (int64_t iw = w0[ow]; iw < w1[ow]; ++iw) {
+                        const int64_t index = ih * g.in_w + iw;
+                        const T val = xp[index];
+                        if ((val > maxval) || std::isnan(val)) {
+                            maxval = val;
+                            maxindex = index;
+                        }
+                    }
+                }
+                yp[oh * g.out_w + ow] = maxval;
+                if (ip) ip[oh * g.out_w + ow] = maxindex;
+            }
+        }
+    });
+}
+
+template <typename T>
+int64_t adaptive_max_pool2d_backward(const AdaptiveGeometry& g, const T* grad_y, const int64_t* indices,
+                                     T* grad_x) {
+    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
+    if (g.planes <= 0) return -1;
+    if (plane_out <= 0) {
+        if (plane_in > 0) std::fill(grad_x, grad_x + g.planes * plane_in, T(0));
+        return -1;
+    }
+    std::vector<int64_t> h0(g.out_h), h1(g.out_h), w0(g.out_w), w1(g.out_w);
+    for (int64_t o = 0; o < g.out_h; ++o) {
+        h0[o] = adaptive_start(o, g.out_h, g.in_h);
+        h1[o] = adaptive_end(o, g.out_h, g.in_h);
+    }
+    for (int64_t o = 0; o < g.out_w; ++o) {
+        w0[o] = adaptive_start(o, g.out_w, g.in_w);
+        w1[o] = adaptive_end(o, g.out_w, g.in_w);
+    }
+    const int64_t *a0 = h0.data(), *a1 = h1.data(), *b0 = w0.data(), *b1 = w1.data();
+    auto ok = [a0, a1, b0, b1](int64_t oh, int64_t ow, int64_t row, int64_t col) {
+        return row >= a0[oh] && row < a1[oh] && col >= b0[ow] && col < b1[ow];
+    };
+    std::vector<int64_t> bad(static_cast<size_t>(g.planes), -1);
+    parallel_planes(g.planes, g.planes * (plane_in + plane_out), [&](int64_t p) {
+        bad[p] = scatter_plane(grad_y + p * plane_out, indices + p * plane_out, grad_x + p * plane_in, g.in_h,
+                               g.in_w, g.out_h, g.out_w, ok);
+    });
+    for (int64_t p = 0; p < g.planes; ++p)
+        if (bad[p] >= 0) return p * plane_out + bad[p];
+    return -1;
+}
+
+// ====================================================== instantiations ====
+
+#define CONVKIT_POOL_INSTANTIATE(T)                                                                              \
+    template void max_pool2d_forward<T>(const PoolGeometry&, const T*, T*, int64_t*);                          \
+    template int64_t max_pool2d_backward<T>(const PoolGeometry&, const T*, const int64_t*, T*);                \
+    template void avg_pool2d_forward<T>(const PoolGeometry&, bool, int64_t, const T*, T*);                     \
+    template void avg_pool2d_backward<T>(const PoolGeometry&, bool, int64_t, const T*, T*);                    \
+    template void lp_pool2d_forward<T>(const PoolGeometry&, double, const T*, T*);                             \
+    template void lp_pool2d_backward<T>(const PoolGeometry&, double, const T*, const T*, T*);                  \
+    template void adaptive_avg_pool2d_forward<T>(const AdaptiveGeometry&, const T*, T*);                       \
+    template void adaptive_avg_pool2d_backward<T>(const AdaptiveGeometry&, const T*, T*);                      \
+    template void adaptive_max_pool2d_forward<T>(const AdaptiveGeometry&, const T*, T*, int64_t*);             \
+    template int64_t adaptive_max_pool2d_backward<T>(const AdaptiveGeometry&, const T*, const int64_t*, T*);
+
+CONVKIT_POOL_INSTANTIATE(float)
+CONVKIT_POOL_INSTANTIATE(double)
+
+}  // namespace convkit
