@@ -19,6 +19,7 @@
 #include <memory>
 #include <new>
 #include <type_traits>
+#include <vector>
 
 #include "gemm.h"
 #include "parallel.h"
@@ -94,8 +95,7 @@ void im2col_row(const ConvGeometry& g, const T* xp, int64_t r, int64_t s, int64_
             const int64_t b = std::min(std::max(hi, a), end);
             for (int64_t o = ow; o < a; ++o) *dst++ = T(0);
             if (sw == 1) {
-                const T* src = xr + a + off_w;
-                for (int64_t o = 0; o < b - a; ++o) dst[o] = src[o];
+                for (int64_t o = a; o < b; ++o) dst[o - a] = xr[o + off_w];
                 dst += b - a;
             } else {
                 for (int64_t o = a; o < b; ++o) *dst++ = xr[o * sw + off_w];
@@ -128,8 +128,7 @@ void col2im_row_add(const ConvGeometry& g, T* xp, int64_t r, int64_t s, int64_t 
             const int64_t b = std::min(std::max(hi, a), end);
             const T* sp = src + (a - ow);
             if (sw == 1) {
-                T* d = xr + a + off_w;
-                for (int64_t o = 0; o < b - a; ++o) d[o] += sp[o];
+                for (int64_t o = a; o < b; ++o) xr[o + off_w] += sp[o - a];
             } else {
                 for (int64_t o = a; o < b; ++o) xr[o * sw + off_w] += sp[o - a];
             }
@@ -163,6 +162,16 @@ inline int64_t split_for(int64_t base, int64_t max_split, int64_t want) {
 
 // ---------------------------------------------------------------- direct paths
 
+// Valid output-column range [lo[s], hi[s]) of every kernel column s (computed
+// once per call, outside the parallel region).
+struct ColRanges {
+    std::vector<int64_t> lo, hi;
+    explicit ColRanges(const ConvGeometry& g) : lo(g.kernel_w), hi(g.kernel_w) {
+        for (int64_t s = 0; s < g.kernel_w; ++s)
+            valid_cols(s * g.dilation_w - g.pad_left, g.stride_w, g.in_w, g.out_w, lo[s], hi[s]);
+    }
+};
+
 template <typename T>
 void direct_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
     const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
@@ -170,13 +179,16 @@ void direct_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     const int64_t Cg = C / G, Kg = K / G;
     const int nt = num_threads();
     const int64_t planes = N * K;
+    const ColRanges cr(g);
+    const int64_t* lo_s = cr.lo.data();
+    const int64_t* hi_s = cr.hi.data();
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < planes; ++t) {
         const int64_t n = t / K, k = t % K, gi = k / Kg;
         T* yp = y + t * OH * OW;
         const T b0 = bias ? bias[k] : T(0);
         for (int64_t oh = 0; oh < OH; ++oh) {
-            T* yr = yp + oh * OW;
+            T* __restrict yr = yp + oh * OW;
             for (int64_t ow = 0; ow < OW; ++ow) yr[ow] = b0;
             for (int64_t c = 0; c < Cg; ++c) {
                 const T* xp = x + (n * C + gi * Cg + c) * H * W;
@@ -184,15 +196,13 @@ void direct_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
                 for (int64_t r = 0; r < R; ++r) {
                     const int64_t ih = oh * g.stride_h - g.pad_top + r * g.dilation_h;
                     if (ih < 0 || ih >= H) continue;
-                    const T* xr = xp + ih * W;
+                    const T* __restrict xr = xp + ih * W;
                     for (int64_t s = 0; s < S; ++s) {
                         const int64_t off = s * g.dilation_w - g.pad_left;
-                        int64_t lo, hi;
-                        valid_cols(off, g.stride_w, W, OW, lo, hi);
+                        const int64_t lo = lo_s[s], hi = hi_s[s];
                         const T wv = wk[r * S + s];
                         if (g.stride_w == 1) {
-                            const T* xs = xr + off;
-                            for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xs[ow];
+                            for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow + off];
                         } else {
                             for (int64_t ow = lo; ow < hi; ++ow)
                                 yr[ow] += wv * xr[ow * g.stride_w + off];
@@ -211,6 +221,9 @@ void direct_backward_data(const ConvGeometry& g, const T* gy, const T* w, T* gx)
     const int64_t Cg = C / G, Kg = K / G;
     const int nt = num_threads();
     const int64_t planes = N * C;
+    const ColRanges cr(g);
+    const int64_t* lo_s = cr.lo.data();
+    const int64_t* hi_s = cr.hi.data();
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < planes; ++t) {
         const int64_t n = t / C, c = t % C, gi = c / Cg, cl = c % Cg;
@@ -219,20 +232,18 @@ void direct_backward_data(const ConvGeometry& g, const T* gy, const T* w, T* gx)
         for (int64_t oh = 0; oh < OH; ++oh) {
             for (int64_t kl = 0; kl < Kg; ++kl) {
                 const int64_t k = gi * Kg + kl;
-                const T* yr = gy + ((n * K + k) * OH + oh) * OW;
+                const T* __restrict yr = gy + ((n * K + k) * OH + oh) * OW;
                 const T* wk = w + (k * Cg + cl) * R * S;
                 for (int64_t r = 0; r < R; ++r) {
                     const int64_t ih = oh * g.stride_h - g.pad_top + r * g.dilation_h;
                     if (ih < 0 || ih >= H) continue;
-                    T* xr = xp + ih * W;
+                    T* __restrict xr = xp + ih * W;
                     for (int64_t s = 0; s < S; ++s) {
                         const int64_t off = s * g.dilation_w - g.pad_left;
-                        int64_t lo, hi;
-                        valid_cols(off, g.stride_w, W, OW, lo, hi);
+                        const int64_t lo = lo_s[s], hi = hi_s[s];
                         const T wv = wk[r * S + s];
                         if (g.stride_w == 1) {
-                            T* xs = xr + off;
-                            for (int64_t ow = lo; ow < hi; ++ow) xs[ow] += wv * yr[ow];
+                            for (int64_t ow = lo; ow < hi; ++ow) xr[ow + off] += wv * yr[ow];
                         } else {
                             for (int64_t ow = lo; ow < hi; ++ow)
                                 xr[ow * g.stride_w + off] += wv * yr[ow];
@@ -271,10 +282,9 @@ void direct_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* g
                         const T* yr = yp + oh * OW;
                         int64_t ow = lo;
                         if (g.stride_w == 1) {
-                            const T* xs = xr + off;
                             for (; ow + L <= hi; ow += L)
-                                for (int j = 0; j < L; ++j) lane[j] += yr[ow + j] * xs[ow + j];
-                            for (int j = 0; ow < hi; ++ow, ++j) lane[j] += yr[ow] * xs[ow];
+                                for (int j = 0; j < L; ++j) lane[j] += yr[ow + j] * xr[ow + j + off];
+                            for (int j = 0; ow < hi; ++ow, ++j) lane[j] += yr[ow] * xr[ow + off];
                         } else {
                             const int64_t sw = g.stride_w;
                             for (; ow + L <= hi; ow += L)
@@ -311,7 +321,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     const int64_t npt = std::min(P, round_up(ceil_div(P, tiles0), kr.nr));
     const int64_t tiles = ceil_div(P, npt);
     const int64_t mpanels = ceil_div(Kg, kr.mr);
-    const int64_t msplit = split_for(N * G * tiles, mpanels, 4 * int64_t(nt));
+    const int64_t msplit = split_for(N * G * tiles, mpanels, 2 * int64_t(nt));
     const int64_t mrows = ceil_div(mpanels, msplit) * kr.mr;
     const int64_t mchunks = ceil_div(Kg, mrows);
     const int64_t tasks = N * G * tiles * mchunks;
@@ -386,7 +396,7 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
         const int64_t npt = std::min(P, round_up(ceil_div(P, tiles0), nr));
         const int64_t tiles = ceil_div(P, npt);
         const int64_t mpanels = ceil_div(Cg, mr);
-        const int64_t msplit = split_for(N * G * tiles, mpanels, 4 * int64_t(nt));
+        const int64_t msplit = split_for(N * G * tiles, mpanels, 2 * int64_t(nt));
         const int64_t mrows = ceil_div(mpanels, msplit) * mr;
         const int64_t mchunks = ceil_div(Cg, mrows);
         const int64_t tasks = N * G * tiles * mchunks;
@@ -426,7 +436,7 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
     int64_t rb = std::max<int64_t>(1, max_col_elems / col_ld);
     if (rb >= mr) rb = rb / mr * mr;
     rb = std::min(rb, CRS);
-    const int64_t csplit = split_for(N * G, Cg, 4 * int64_t(nt));
+    const int64_t csplit = split_for(N * G, Cg, 2 * int64_t(nt));
     const int64_t cc = ceil_div(Cg, csplit);
     const int64_t cchunks = ceil_div(Cg, cc);
     const int64_t tasks = N * G * cchunks;
@@ -489,11 +499,11 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
     const int64_t nb_chunks = std::max<int64_t>(1, std::min<int64_t>({N, 16, partial_budget / wsize}));
     // Split outputs: columns (C*R*S) then rows (K).
     const int64_t npanels = ceil_div(CRS, nr);
-    const int64_t nsplit = split_for(nb_chunks * G, npanels, 4 * int64_t(nt));
+    const int64_t nsplit = split_for(nb_chunks * G, npanels, 2 * int64_t(nt));
     const int64_t ncols = ceil_div(npanels, nsplit) * nr;
     const int64_t nchunks = ceil_div(CRS, ncols);
     const int64_t mpanels = ceil_div(Kg, mr);
-    const int64_t msplit = split_for(nb_chunks * G * nchunks, mpanels, 4 * int64_t(nt));
+    const int64_t msplit = split_for(nb_chunks * G * nchunks, mpanels, 2 * int64_t(nt));
     const int64_t mrows = ceil_div(mpanels, msplit) * mr;
     const int64_t mchunks = ceil_div(Kg, mrows);
     const int64_t tasks = nb_chunks * G * nchunks * mchunks;

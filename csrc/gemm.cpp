@@ -1,4 +1,6 @@
 // Run-time selection of the GEMM micro-kernel and its blocking parameters.
+// kc is chosen so that one packed B micro-panel (kc x nr) takes about half of
+// a 32 KiB L1D; the A block (mc x kc) and B block (kc x nc) stay in L2.
 #include "gemm.h"
 
 namespace convkit {
@@ -9,7 +11,7 @@ GemmKernel<float> gemm_kernel_for<float>(Isa isa) {
 #ifdef CONVKIT_HAVE_AVX512
     if (isa == Isa::avx512) {
         k.mr = gemm_avx512_f32_mr; k.nr = gemm_avx512_f32_nr;
-        k.kc = 256; k.mc = 128; k.nc = 512;
+        k.kc = 128; k.mc = 128; k.nc = 512;
         k.ukr = gemm_ukr_avx512_f32; k.isa = Isa::avx512;
         return k;
     }
@@ -35,7 +37,7 @@ GemmKernel<double> gemm_kernel_for<double>(Isa isa) {
 #ifdef CONVKIT_HAVE_AVX512
     if (isa == Isa::avx512) {
         k.mr = gemm_avx512_f64_mr; k.nr = gemm_avx512_f64_nr;
-        k.kc = 192; k.mc = 128; k.nc = 384;
+        k.kc = 128; k.mc = 128; k.nc = 384;
         k.ukr = gemm_ukr_avx512_f64; k.isa = Isa::avx512;
         return k;
     }
@@ -43,14 +45,14 @@ GemmKernel<double> gemm_kernel_for<double>(Isa isa) {
 #ifdef CONVKIT_HAVE_AVX2
     if (isa == Isa::avx2 || isa == Isa::avx512) {
         k.mr = gemm_avx2_f64_mr; k.nr = gemm_avx2_f64_nr;
-        k.kc = 192; k.mc = 120; k.nc = 384;
+        k.kc = 256; k.mc = 120; k.nc = 384;
         k.ukr = gemm_ukr_avx2_f64; k.isa = Isa::avx2;
         return k;
     }
 #endif
     (void)isa;
     k.mr = gemm_generic_f64_mr; k.nr = gemm_generic_f64_nr;
-    k.kc = 192; k.mc = 128; k.nc = 384;
+    k.kc = 256; k.mc = 128; k.nc = 384;
     k.ukr = gemm_ukr_generic_f64; k.isa = Isa::generic;
     return k;
 }

@@ -25,6 +25,7 @@
 
 #include "conv2d.h"
 #include "cpu_features.h"
+#include "gemm.h"
 #include "parallel.h"
 
 using namespace convkit;
@@ -316,6 +317,23 @@ void bench_layer(const char* name, const ConvGeometry& g, int reps) {
                 num_threads(), flops / tf * 1e-9, tf * 1e3, flops / td * 1e-9, flops / tw * 1e-9);
 }
 
+// Micro-kernel alone on L1-resident panels: the practical single-core peak.
+template <typename T>
+double microkernel_peak() {
+    const GemmKernel<T> k = gemm_kernel<T>();
+    const int64_t kc = k.kc;
+    std::vector<T> a(kc * k.mr, T(1e-3)), b(kc * k.nr, T(1e-3)), c(int64_t(k.mr) * k.nr, T(0));
+    double best = 0;
+    for (int rep = 0; rep < 5; ++rep) {
+        const int64_t iters = 20000;
+        auto t0 = std::chrono::steady_clock::now();
+        for (int64_t i = 0; i < iters; ++i) k.ukr(kc, a.data(), b.data(), c.data(), k.nr, 1);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        best = std::max(best, 2.0 * kc * k.mr * k.nr * iters / s * 1e-9);
+    }
+    return best;
+}
+
 int run_bench(int reps, const char* only_isa) {
     struct L { const char* name; ConvGeometry g; };
     std::vector<L> layers = {
@@ -329,6 +347,8 @@ int run_bench(int reps, const char* only_isa) {
     for (Isa isa : runnable_isas()) {
         if (only_isa && std::strcmp(only_isa, isa_name(isa)) != 0) continue;
         set_active_isa(isa);
+        std::printf("%s: micro-kernel peak (1 thread, L1) f32 %.1f GF/s, f64 %.1f GF/s\n",
+                    isa_name(isa), microkernel_peak<float>(), microkernel_peak<double>());
         for (const auto& l : layers) {
             for (int t : {1, threads0}) {
                 set_num_threads(t);
