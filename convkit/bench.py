@@ -193,10 +193,10 @@ def _torch_padding(padding):
     """torch's conv2d takes int, (ph, pw) or 'same'/'valid'; convert
     ((top, bottom), (left, right)) when symmetric."""
     if isinstance(padding, tuple) and padding and isinstance(padding[0], tuple):
-        (t, b), (l, r) = padding
-        if t != b or l != r:
+        (top, bottom), (left, right) = padding
+        if top != bottom or left != right:
             raise ValueError("asymmetric padding has no torch.nn.functional equivalent")
-        return (t, l)
+        return (top, left)
     return padding
 
 
@@ -928,8 +928,6 @@ def run_item(layer: Layer, pass_: str, args, *, torch_ok: bool, peak: float, cop
 
 
 def run(args) -> int:
-    import convkit
-
     if args.list:
         for layer in LAYERS:
             print(f"{layer.name:36s} {layer.kind:4s} N={layer.batch:<4d} (quick {layer.quick_batch:<3d})"
