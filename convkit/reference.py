@@ -17,6 +17,14 @@ Implementation notes
   einsum, never over pixels.
 * Unbatched (C, H, W) inputs are handled by adding a batch of one and
   removing it again (``geometry.public_shape``).
+
+Known deviation from PyTorch: a max-pool window can contain no input pixel at
+all (tiny input, large dilation, padding). PyTorch then returns -inf with the
+index of the window's first would-be tap, which lies outside the window
+(often outside the plane); its backward writes the gradient there (out of
+bounds). The forward here reproduces value and index; the backward accepts
+exactly that index for such windows and drops its gradient (the output does
+not depend on the input).
 """
 
 from __future__ import annotations
