@@ -568,6 +568,33 @@ def convkit_info() -> dict:
     return info
 
 
+def _cpu_snapshot() -> Optional[Tuple[float, float, float]]:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process,
+    wall time), to tell how much of the machine other processes used."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+        tick = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    busy = (sum(fields[:8]) - idle) / tick  # user..steal, without guest (counted in user)
+    t = os.times()
+    return busy, t.user + t.system, time.perf_counter()
+
+
+def other_processes_cpu_share(start, end) -> Optional[float]:
+    """Fraction of all CPUs that other processes kept busy between two
+    :func:`_cpu_snapshot` calls (0 = the benchmark had the machine alone)."""
+    if not start or not end:
+        return None
+    wall = end[2] - start[2]
+    if wall <= 0:
+        return None
+    others = (end[0] - start[0]) - (end[1] - start[1])
+    return max(0.0, others / (wall * (os.cpu_count() or 1)))
+
+
 def _loadavg() -> Optional[float]:
     try:
         return os.getloadavg()[0]
@@ -982,6 +1009,7 @@ def run(args) -> int:
 
     progress = Progress(len(items), enabled=None if not args.no_progress else False)
     results = []
+    snap_start = _cpu_snapshot()
     t_start = time.perf_counter()
     for i, (layer, pass_) in enumerate(items):
         progress.update(i, f"{layer.name}:{pass_}")
@@ -991,6 +1019,7 @@ def run(args) -> int:
     progress.close()
     elapsed = time.perf_counter() - t_start
     machine["loadavg_end"] = _loadavg()
+    machine["other_processes_cpu_share"] = other_processes_cpu_share(snap_start, _cpu_snapshot())
 
     print()
     shown = [r for r in results if not r.get("skipped")]
@@ -1009,7 +1038,9 @@ def run(args) -> int:
     text = format_summary(summary)
     if text:
         print(text)
-    print(f"{len(results)} items in {elapsed:.1f} s")
+    share = machine["other_processes_cpu_share"]
+    busy = "" if share is None else f"; other processes used {100 * share:.0f}% of the CPUs meanwhile"
+    print(f"{len(results)} items in {elapsed:.1f} s{busy}")
 
     if args.json:
         doc = {
@@ -1030,7 +1061,7 @@ def run(args) -> int:
             if machine.get("loadavg_end") is not None:
                 f.write(f"- load average: {machine['loadavg_start']:.2f} at the start, "
                         f"{machine['loadavg_end']:.2f} at the end; {len(results)} items in "
-                        f"{elapsed:.0f} s\n")
+                        f"{elapsed:.0f} s{busy}\n")
             f.write("\n" + format_table(shown, markdown=True) + "\n\n")
             f.write("\n".join(f"- {line}" for line in text.splitlines()) + "\n")
             cmd = "convkit bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
