@@ -42,22 +42,40 @@ inline int thread_id() {
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-// Per-thread scratch, 64-byte aligned slices, allocated outside any region.
+// Scratch memory cached per calling thread (so repeated calls do not pay for
+// fresh pages), grown on demand. Allocation happens before any parallel
+// region; std::bad_alloc propagates to the caller. slot distinguishes buffers
+// that are alive at the same time within one call.
+inline unsigned char* caller_buffer(int slot, size_t bytes) {
+    struct Buf {
+        std::unique_ptr<unsigned char[]> mem;
+        size_t size = 0;
+    };
+    thread_local Buf bufs[2];
+    Buf& b = bufs[slot];
+    if (b.size < bytes) {
+        b.mem.reset();
+        b.size = 0;
+        b.mem.reset(new unsigned char[bytes]);
+        b.size = bytes;
+    }
+    return b.mem.get();
+}
+
+// Per-thread slices (64-byte aligned) of a caller_buffer.
 template <typename T>
 class Scratch {
 public:
-    Scratch(int threads, int64_t per_thread) {
+    Scratch(int threads, int64_t per_thread, int slot = 0) {
         stride_ = round_up(std::max<int64_t>(per_thread, 1), 64 / int64_t(sizeof(T)));
-        const int64_t total = stride_ * threads + 64 / int64_t(sizeof(T));
-        mem_.reset(new T[static_cast<size_t>(total)]);
-        base_ = mem_.get();
-        const auto addr = reinterpret_cast<uintptr_t>(base_);
-        base_ += ((64 - addr % 64) % 64) / sizeof(T);
+        const size_t bytes = static_cast<size_t>(stride_ * threads) * sizeof(T) + 64;
+        unsigned char* raw = caller_buffer(slot, bytes);
+        const auto addr = reinterpret_cast<uintptr_t>(raw);
+        base_ = reinterpret_cast<T*>(raw + (64 - addr % 64) % 64);
     }
     T* get(int thread) const { return base_ + stride_ * thread; }
 
 private:
-    std::unique_ptr<T[]> mem_;
     T* base_ = nullptr;
     int64_t stride_ = 0;
 };
@@ -172,43 +190,60 @@ struct ColRanges {
     }
 };
 
+// Direct forward for one output plane per task. Per element the order is
+// bias, then (c, r, s) ascending; interior columns (every tap in range) go
+// through the ISA row kernel, edge columns through a scalar loop.
 template <typename T>
 void direct_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
     const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
     const int64_t R = g.kernel_h, S = g.kernel_w, OH = g.out_h, OW = g.out_w, G = g.groups;
-    const int64_t Cg = C / G, Kg = K / G;
+    const int64_t Cg = C / G, Kg = K / G, RS = R * S, sw = g.stride_w;
     const int nt = num_threads();
     const int64_t planes = N * K;
     const ColRanges cr(g);
     const int64_t* lo_s = cr.lo.data();
     const int64_t* hi_s = cr.hi.data();
+    int64_t ilo = 0, ihi = OW;  // interior columns
+    for (int64_t s = 0; s < S; ++s) {
+        ilo = std::max(ilo, lo_s[s]);
+        ihi = std::min(ihi, hi_s[s]);
+    }
+    if (ihi < ilo) ihi = ilo;
+    const DirectRowFn<T> row_kernel = direct_row_kernel_for<T>(active_isa());
+    std::vector<const T*> src_all(static_cast<size_t>(nt * std::max<int64_t>(RS, 1)));
+    std::vector<T> wts_all(static_cast<size_t>(nt * std::max<int64_t>(RS, 1)));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < planes; ++t) {
         const int64_t n = t / K, k = t % K, gi = k / Kg;
+        const int tid = thread_id();
+        const T** src = src_all.data() + tid * std::max<int64_t>(RS, 1);
+        T* wts = wts_all.data() + tid * std::max<int64_t>(RS, 1);
         T* yp = y + t * OH * OW;
         const T b0 = bias ? bias[k] : T(0);
         for (int64_t oh = 0; oh < OH; ++oh) {
-            T* __restrict yr = yp + oh * OW;
+            T* yr = yp + oh * OW;
             for (int64_t ow = 0; ow < OW; ++ow) yr[ow] = b0;
             for (int64_t c = 0; c < Cg; ++c) {
                 const T* xp = x + (n * C + gi * Cg + c) * H * W;
-                const T* wk = w + (k * Cg + c) * R * S;
+                const T* wk = w + (k * Cg + c) * RS;
+                int64_t taps = 0;
                 for (int64_t r = 0; r < R; ++r) {
                     const int64_t ih = oh * g.stride_h - g.pad_top + r * g.dilation_h;
                     if (ih < 0 || ih >= H) continue;
-                    const T* __restrict xr = xp + ih * W;
+                    const T* xr = xp + ih * W;
                     for (int64_t s = 0; s < S; ++s) {
                         const int64_t off = s * g.dilation_w - g.pad_left;
-                        const int64_t lo = lo_s[s], hi = hi_s[s];
-                        const T wv = wk[r * S + s];
-                        if (g.stride_w == 1) {
-                            for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow + off];
-                        } else {
-                            for (int64_t ow = lo; ow < hi; ++ow)
-                                yr[ow] += wv * xr[ow * g.stride_w + off];
-                        }
+                        if (ihi > ilo) src[taps] = xr + (ilo * sw + off);
+                        wts[taps] = wk[r * S + s];
+                        ++taps;
+                        // Edge columns: scalar, same (r, s) order.
+                        for (int64_t ow = lo_s[s]; ow < std::min(hi_s[s], ilo); ++ow)
+                            yr[ow] += wts[taps - 1] * xr[ow * sw + off];
+                        for (int64_t ow = std::max(lo_s[s], ihi); ow < hi_s[s]; ++ow)
+                            yr[ow] += wts[taps - 1] * xr[ow * sw + off];
                     }
                 }
+                if (taps > 0 && ihi > ilo) row_kernel(yr + ilo, ihi - ilo, src, wts, taps, sw);
             }
         }
     }
@@ -385,7 +420,21 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
         std::memset(grad_x, 0, sizeof(T) * static_cast<size_t>(g.x_size()));
         return;
     }
-    if (use_direct(g)) return direct_backward_data(g, grad_y, w, grad_x);
+    if (use_direct(g)) {
+        if (g.stride_h == 1 && g.stride_w == 1) {
+            // Stride 1: grad_x is the correlation of grad_y with the flipped kernel.
+            ConvGeometry t = g;
+            t.in_channels = K; t.out_channels = C;
+            t.in_h = g.out_h; t.in_w = g.out_w; t.out_h = g.in_h; t.out_w = g.in_w;
+            t.pad_top = g.dilation_h * (R - 1) - g.pad_top;
+            t.pad_left = g.dilation_w * (S - 1) - g.pad_left;
+            std::vector<T> wf(static_cast<size_t>(g.w_size()));
+            for (int64_t k = 0; k < K; ++k)
+                for (int64_t i = 0; i < RS; ++i) wf[k * RS + i] = w[k * RS + (RS - 1 - i)];
+            return direct_forward(t, grad_y, wf.data(), static_cast<const T*>(nullptr), grad_x);
+        }
+        return direct_backward_data(g, grad_y, w, grad_x);
+    }
     const GemmKernel<T> kr = gemm_kernel<T>();
     const int nt = num_threads();
     const int64_t mr = kr.mr, nr = kr.nr;
@@ -508,8 +557,7 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
     const int64_t mchunks = ceil_div(Kg, mrows);
     const int64_t tasks = nb_chunks * G * nchunks * mchunks;
 
-    std::unique_ptr<T[]> partial;
-    if (nb_chunks > 1) partial.reset(new T[static_cast<size_t>(nb_chunks * wsize)]);
+    Scratch<T> partial(1, nb_chunks > 1 ? nb_chunks * wsize : 1, 1);
     Scratch<T> scratch(nt, gemm_scratch_size(kr) + kr.kc);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -523,7 +571,7 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
         const int64_t n_begin = b * N / nb_chunks, n_end = (b + 1) * N / nb_chunks;
         T* buf = scratch.get(thread_id());
         T* rowbuf = buf + gemm_scratch_size(kr);
-        T* target = nb_chunks > 1 ? partial.get() + b * wsize : grad_w;
+        T* target = nb_chunks > 1 ? partial.get(0) + b * wsize : grad_w;
         T* cptr = target + (gi * Kg + m0) * CRS + j0;
         for (int64_t n = n_begin; n < n_end; ++n) {
             const T* yg = grad_y + (n * K + gi * Kg + m0) * P;
@@ -556,7 +604,7 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
         }
     }
     if (nb_chunks > 1) {
-        const T* pp = partial.get();
+        const T* pp = partial.get(0);
         const int64_t blk = 4096;
         const int64_t blocks = ceil_div(wsize, blk);
 #pragma omp parallel for num_threads(nt) schedule(static)

@@ -71,6 +71,49 @@ extern const int gemm_avx512_f32_mr, gemm_avx512_f32_nr, gemm_avx512_f64_mr,
     gemm_avx512_f64_nr;
 #endif
 
+// Direct-convolution row kernel (depthwise-like layers), compiled per ISA:
+//   y[j] = y[j] + w[0]*src[0][j*sw] + w[1]*src[1][j*sw] + ... (taps in order)
+// for j in [0, n); every read must be inside the input.
+template <typename T>
+using DirectRowFn = void (*)(T* y, int64_t n, const T* const* src, const T* w, int64_t taps,
+                             int64_t sw);
+
+template <typename T, int V>
+inline void direct_row_impl(T* __restrict y, int64_t n, const T* const* src, const T* w,
+                            int64_t taps, int64_t sw) {
+    int64_t j = 0;
+    if (sw == 1) {
+        for (; j + V <= n; j += V) {
+            T acc[V];
+            for (int v = 0; v < V; ++v) acc[v] = y[j + v];
+            for (int64_t t = 0; t < taps; ++t) {
+                const T wv = w[t];
+                const T* __restrict s = src[t] + j;
+                for (int v = 0; v < V; ++v) acc[v] += wv * s[v];
+            }
+            for (int v = 0; v < V; ++v) y[j + v] = acc[v];
+        }
+    }
+    for (; j < n; ++j) {
+        T a = y[j];
+        for (int64_t t = 0; t < taps; ++t) a += w[t] * src[t][j * sw];
+        y[j] = a;
+    }
+}
+
+void direct_row_generic_f32(float*, int64_t, const float* const*, const float*, int64_t, int64_t);
+void direct_row_generic_f64(double*, int64_t, const double* const*, const double*, int64_t, int64_t);
+#ifdef CONVKIT_HAVE_AVX2
+void direct_row_avx2_f32(float*, int64_t, const float* const*, const float*, int64_t, int64_t);
+void direct_row_avx2_f64(double*, int64_t, const double* const*, const double*, int64_t, int64_t);
+#endif
+#ifdef CONVKIT_HAVE_AVX512
+void direct_row_avx512_f32(float*, int64_t, const float* const*, const float*, int64_t, int64_t);
+void direct_row_avx512_f64(double*, int64_t, const double* const*, const double*, int64_t, int64_t);
+#endif
+template <typename T>
+DirectRowFn<T> direct_row_kernel_for(Isa isa);
+
 // Scratch for one gemm_run call: a_buffer_size() + b_buffer_size() + mr*nr.
 template <typename T>
 inline int64_t gemm_scratch_size(const GemmKernel<T>& kr) {

@@ -1,0 +1,17 @@
+// Direct-convolution row kernel (depthwise layers), avx512 build; see gemm.h.
+#include <cstdint>
+
+#include "gemm.h"
+
+namespace convkit {
+
+void direct_row_avx512_f32(float* y, int64_t n, const float* const* src, const float* w,
+                         int64_t taps, int64_t sw) {
+    direct_row_impl<float, 32>(y, n, src, w, taps, sw);
+}
+void direct_row_avx512_f64(double* y, int64_t n, const double* const* src, const double* w,
+                         int64_t taps, int64_t sw) {
+    direct_row_impl<double, 16>(y, n, src, w, taps, sw);
+}
+
+}  // namespace convkit
