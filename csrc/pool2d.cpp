@@ -516,26 +516,22 @@ void adaptive_avg_pool2d_forward(const AdaptiveGeometry& g, const T* x, T* y) {
     if (g.planes <= 0 || plane_out <= 0) return;
     const int64_t work = g.planes * (plane_out + plane_in);
     if (g.out_h == 1 && g.out_w == 1) {
-        // Global pooling: one sequential sum per plane (torch's order); 8
-        // planes at a time for independent add chains.
-        const int64_t groups = ceil_div_nonneg(g.planes, 8);
-        const T dh = static_cast<T>(g.in_h), dw = static_cast<T>(g.in_w);
-        parallel_planes(groups, work, [&](int64_t gi) {
-            const int64_t p0 = gi * 8, np = std::min<int64_t>(8, g.planes - p0);
-            if (np == 8) {
-                T s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-                const T* xp = x + p0 * plane_in;
-                for (int64_t i = 0; i < plane_in; ++i)
-                    for (int j = 0; j < 8; ++j) s[j] += xp[j * plane_in + i];
-                for (int j = 0; j < 8; ++j) y[p0 + j] = s[j] / dh / dw;
-            } else {
-                for (int64_t j = 0; j < np; ++j) {
-                    const T* xp = x + (p0 + j) * plane_in;
-                    T s = 0;
-                    for (int64_t i = 0; i < plane_in; ++i) s += xp[i];
-                    y[p0 + j] = s / dh / dw;
-                }
-            }
+        // torch computes a 1x1 adaptive average as input.mean((-1, -2)): its
+        // cascade (multi-accumulator, vectorised) sum rounded to T, then one
+        // division by h*w. That sum order depends on torch's build and CPU, so
+        // it is not reproduced bit for bit; we use a more accurate sum (double
+        // accumulation for float, 8 interleaved accumulators plus pairwise
+        // combination for double) rounded to T, then the same division.
+        const T n = static_cast<T>(plane_in);
+        parallel_planes(g.planes, work, [&](int64_t p) {
+            const T* xp = x + p * plane_in;
+            double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            int64_t i = 0;
+            for (; i + 8 <= plane_in; i += 8)
+                for (int j = 0; j < 8; ++j) a[j] += static_cast<double>(xp[i + j]);
+            for (int j = 0; i < plane_in; ++i, ++j) a[j] += static_cast<double>(xp[i]);
+            const double s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+            y[p] = static_cast<T>(s) / n;
         });
         return;
     }
@@ -569,6 +565,15 @@ void adaptive_avg_pool2d_backward(const AdaptiveGeometry& g, const T* grad_y, T*
     if (g.planes <= 0 || plane_in <= 0) return;
     if (plane_out <= 0) {
         std::fill(grad_x, grad_x + g.planes * plane_in, T(0));
+        return;
+    }
+    if (g.out_h == 1 && g.out_w == 1) {
+        // mean((-1, -2)) backward, as torch: gy / (h*w) broadcast.
+        const T n = static_cast<T>(plane_in);
+        parallel_plane_rows(g.planes, g.in_h, g.planes * plane_in, [&](int64_t p, int64_t r0, int64_t r1) {
+            const T d = grad_y[p] / n;
+            std::fill(grad_x + p * plane_in + r0 * g.in_w, grad_x + p * plane_in + r1 * g.in_w, d);
+        });
         return;
     }
     std::vector<int64_t> kh(g.out_h), kw(g.out_w);

@@ -289,8 +289,8 @@ static void corrupt(std::vector<int64_t>& ind, int64_t plane_in, int64_t in_w) {
             case 2: ind[pos] = std::numeric_limits<int64_t>::max(); break;
             case 3: ind[pos] = std::numeric_limits<int64_t>::min(); break;
             case 4: ind[pos] = rnd(0, std::max<int64_t>(plane_in - 1, 0)); break;  // maybe outside window
-            case 5: ind[pos] += 1; break;
-            default: ind[pos] += in_w; break;
+            case 5: ind[pos] = static_cast<int64_t>(static_cast<uint64_t>(ind[pos]) + 1); break;
+            default: ind[pos] = static_cast<int64_t>(static_cast<uint64_t>(ind[pos]) + static_cast<uint64_t>(in_w)); break;
         }
     }
 }
@@ -495,8 +495,8 @@ static void test_adaptive(int iters) {
         g.in_w = rnd(1, 33);
         const int64_t mode = rnd(0, 3);
         if (mode == 0) {
-            g.out_h = 1;
-            g.out_w = 1;
+            g.out_h = rnd(1, 2);
+            g.out_w = g.out_h == 1 ? 2 : 1;
         } else if (mode == 1) {  // divisible
             g.out_h = g.in_h / rnd(1, g.in_h);
             g.out_w = g.in_w / rnd(1, g.in_w);
@@ -506,6 +506,7 @@ static void test_adaptive(int iters) {
             g.out_h = rnd(1, 25);
             g.out_w = rnd(1, 25);
         }
+        if (g.out_h == 1 && g.out_w == 1) continue;  // mean() semantics: test_global
         auto x = rand_values<T>(g.x_size(), true);
         auto xa = rand_values<T>(g.x_size(), false);
         auto gy = rand_values<T>(g.y_size(), false);
@@ -552,6 +553,41 @@ static void test_adaptive(int iters) {
                       (long long)badh);
                 if (badh < 0) CHECK(first_diff(gm2.body(), gxh) < 0, "adaptive max hostile-valid values");
             }
+        }
+    }
+}
+
+// 1x1 adaptive average = torch's mean: accurate sum / (h*w); backward gy/(h*w).
+template <typename T>
+static void test_global() {
+    for (int it = 0; it < 50; ++it) {
+        AdaptiveGeometry g;
+        g.planes = rnd(1, 20);
+        g.in_h = rnd(1, 40);
+        g.in_w = rnd(1, 40);
+        g.out_h = g.out_w = 1;
+        auto x = rand_values<T>(g.x_size(), false);
+        auto gy = rand_values<T>(g.y_size(), false);
+        std::vector<T> y0;
+        for (int nt : kThreads) {
+            set_num_threads(nt);
+            std::vector<T> y(g.y_size());
+            adaptive_avg_pool2d_forward(g, x.data(), y.data());
+            Guarded<T> gx(g.x_size());
+            adaptive_avg_pool2d_backward(g, gy.data(), gx.data());
+            CHECK(gx.intact(), "global bwd guard");
+            auto b = gx.body();
+            for (int64_t p = 0; p < g.planes; ++p) {
+                long double s = 0;
+                for (int64_t i = 0; i < g.in_h * g.in_w; ++i) s += x[p * g.in_h * g.in_w + i];
+                const long double want = s / (g.in_h * g.in_w);
+                CHECK(std::abs((long double)y[p] - want) <= (sizeof(T) == 4 ? 1e-6L : 1e-14L) * (2 + std::abs(want)),
+                      "global fwd");
+                const T d = gy[p] / static_cast<T>(g.in_h * g.in_w);
+                for (int64_t i = 0; i < g.in_h * g.in_w; ++i) CHECK(same_bits(b[p * g.in_h * g.in_w + i], d), "global bwd");
+            }
+            if (y0.empty()) y0 = y;
+            CHECK(first_diff(y, y0) < 0, "global threads bitwise");
         }
     }
 }
@@ -605,6 +641,8 @@ int main(int argc, char** argv) {
     test_avg<double>(iters);
     test_lp<float>(iters / 2);
     test_lp<double>(iters / 2);
+    test_global<float>();
+    test_global<double>();
     test_adaptive<float>(iters);
     test_adaptive<double>(iters);
     std::printf("%s: %lld checks, %d failures\n", g_fail ? "FAILED" : "OK", (long long)g_checks, g_fail);
