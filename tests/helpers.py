@@ -74,6 +74,26 @@ def pool_out_hw(h, w, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return _pool_len(h, kh, ph, sh, dh, ceil_mode), _pool_len(w, kw, pw, sw, dw, ceil_mode)
 
 
+def _axis_has_empty_window(n, k, p, s, d, ceil_mode):
+    out = _pool_len(n, k, p, s, d, ceil_mode)
+    for o in range(out):
+        start = o * s - p
+        if not any(0 <= start + r * d < n for r in range(k)):
+            return True
+    return False
+
+
+def pool_has_empty_window(h, w, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """True when some pooling window (possible with dilation and padding)
+    holds no input element at all, only padding."""
+    kh, kw = as_pair(kernel_size)
+    sh, sw = as_pair(kernel_size if stride is None else stride)
+    ph, pw = as_pair(padding)
+    dh, dw = as_pair(dilation)
+    return (_axis_has_empty_window(h, kh, ph, sh, dh, ceil_mode)
+            or _axis_has_empty_window(w, kw, pw, sw, dw, ceil_mode))
+
+
 def adaptive_out_hw(h, w, output_size):
     oh, ow = as_pair(output_size)
     return (h if oh is None else oh), (w if ow is None else ow)

@@ -19,6 +19,7 @@ from helpers import (
     assert_bitwise_equal,
     assert_close,
     batched_shape,
+    pool_has_empty_window,
     pool_out_hw,
 )
 
@@ -140,7 +141,16 @@ def brute_max_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     for p in range(planes.shape[0]):
         for i in range(oh):
             for j in range(ow):
-                best, bi = -np.inf, -1
+                # PyTorch starts from the first tap at or after row/column 0
+                # (even when that tap lies past the input: a window of padding
+                # only gives -inf and that tap's flat offset).
+                ih0 = i * sh - ph
+                while ih0 < 0:
+                    ih0 += dh
+                iw0 = j * sw - pw
+                while iw0 < 0:
+                    iw0 += dw
+                best, bi = -np.inf, ih0 * w + iw0
                 for r in range(kh):
                     ih = i * sh - ph + r * dh
                     if not 0 <= ih < h:
@@ -150,7 +160,7 @@ def brute_max_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                         if not 0 <= iw < w:
                             continue
                         v = planes[p, ih, iw]
-                        if bi < 0 or v > best or np.isnan(v):
+                        if v > best or np.isnan(v):
                             best, bi = v, ih * w + iw
                 y[p, i, j] = best
                 idx[p, i, j] = bi
@@ -293,6 +303,37 @@ def test_max_pool2d_all_nan_and_all_neg_inf():
     y, idx = convkit.max_pool2d(x, 2, return_indices=True)
     assert np.isnan(y).all()
     assert_bitwise_equal(idx, brute_max_pool(x, 2)[1])
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("shape,kw", [
+    ((2, 1, 1, 4), dict(kernel_size=2, stride=1, padding=(1, 0), dilation=2, ceil_mode=True)),
+    ((1, 2, 7, 1), dict(kernel_size=(3, 2), stride=(3, 1), padding=(1, 1), dilation=(2, 2))),
+    ((1, 1, 1, 1), dict(kernel_size=(1, 2), stride=1, padding=(0, 1), dilation=(1, 2))),
+], ids=["rows", "cols", "single_pixel"])
+def test_max_pool2d_window_of_padding_only(rng, backend, shape, kw):
+    """With dilation and padding a window can hold only padding: PyTorch gives
+    -inf and the flat offset of the first tap at or after 0. The backward
+    must accept the indices its own forward produced (such windows pass no
+    gradient to any input)."""
+    x = rng.standard_normal(shape)
+    assert pool_has_empty_window(shape[2], shape[3], **kw)
+    by, bi = brute_max_pool(x, **kw)
+    y, idx = convkit.max_pool2d(x, return_indices=True, backend=backend, **kw)
+    assert_bitwise_equal(y, by)
+    assert_bitwise_equal(idx, bi)
+    gy = rng.standard_normal(y.shape)
+    gx = convkit.max_pool2d_backward(gy, x, idx, backend=backend, **kw)
+    assert gx.shape == x.shape
+    # only windows that saw an input element route gradient
+    expected = np.zeros(x.shape)
+    flat_e = expected.reshape(-1, shape[2] * shape[3])
+    for p_, (g_row, i_row, y_row) in enumerate(zip(gy.reshape(flat_e.shape[0], -1), idx.reshape(flat_e.shape[0], -1),
+                                                   y.reshape(flat_e.shape[0], -1))):
+        for g_, i_, y_ in zip(g_row, i_row, y_row):
+            if y_ != -np.inf:
+                flat_e[p_, i_] += g_
+    assert_close(gx, expected)
 
 
 def test_max_pool2d_backward_accumulates_overlaps():
@@ -574,6 +615,8 @@ def test_max_pool2d_hypothesis(isa, case_seed_ties):
     y, idx = convkit.max_pool2d(x, return_indices=True, **case["kw"])
     assert_bitwise_equal(y, by)
     assert_bitwise_equal(idx, bi)
+    if pool_has_empty_window(case["h"], case["w"], **case["kw"]):
+        return  # covered by test_max_pool2d_window_of_padding_only
     gy = _gy(rng, case, *y.shape[-2:])
     assert_close(convkit.max_pool2d_backward(gy, x, idx, **case["kw"]),
                  ref.max_pool2d_backward(gy, x, idx, **case["kw"]))
