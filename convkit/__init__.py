@@ -26,6 +26,8 @@ from .functional import (
     max_pool2d_backward,
 )
 
+from . import reference  # noqa: E402  (NumPy reference implementations, same signatures)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -33,7 +35,7 @@ __all__ = [
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "lp_pool2d", "lp_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "adaptive_max_pool2d", "adaptive_max_pool2d_backward", "global_avg_pool2d",
-    "global_avg_pool2d_backward", "set_num_threads", "get_num_threads", "set_isa", "info",
+    "global_avg_pool2d_backward", "reference", "set_num_threads", "get_num_threads", "set_isa", "info",
     "__version__",
 ]
 
