@@ -1,24 +1,172 @@
-// pool_impl.h row kernels built with the avx512 flags (see CMakeLists.txt).
+// pool_impl.h row kernels built with the avx512 flags (see CMakeLists.txt),
+// plus hand-written AVX-512 interior rows for output strides 1 and 2: the
+// running max / sum of 16 (float) or 8 (double) outputs stays in registers
+// over all taps, stride-2 lanes are de-interleaved with vpermt2, and row tails
+// use masked loads/stores (never reading past the last tap). Taps are visited
+// in the same order with the same operations as the portable loops, so the
+// results are bit for bit the same.
+#include <immintrin.h>
+
 #include "pool_impl.h"
 #include "pool_isa.h"
 
 namespace convkit {
 namespace poolk {
+namespace {
+
+struct F32 {
+    using T = float;
+    using V = __m512;
+    using M = __mmask16;
+    static constexpr int W = 16;
+    static M tail(int64_t k) { return k >= 16 ? M(0xFFFF) : M((1u << k) - 1u); }
+    // Lanes q[i*sw], i < nv, sw in {1, 2}.
+    static V load(const T* q, int64_t sw, int64_t nv) {
+        if (sw == 1) return _mm512_maskz_loadu_ps(tail(nv), q);
+        const int64_t cnt = 2 * nv - 1;
+        const V lo = _mm512_maskz_loadu_ps(tail(cnt), q);
+        const V hi = _mm512_maskz_loadu_ps(tail(cnt > 16 ? cnt - 16 : 0), q + 16);
+        const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        return _mm512_permutex2var_ps(lo, ev, hi);
+    }
+    static M take(V v, V m) {
+        return _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    }
+    static V blend(M t, V m, V v) { return _mm512_mask_mov_ps(m, t, v); }
+    static void store(T* y, int64_t nv, V v) { _mm512_mask_storeu_ps(y, tail(nv), v); }
+    static V zero() { return _mm512_setzero_ps(); }
+    static V add(V a, V b) { return _mm512_add_ps(a, b); }
+    static V div(V a, T d) { return _mm512_div_ps(a, _mm512_set1_ps(d)); }
+    // Offsets: int32 lanes.
+    using O = __m512i;
+    static O ozero() { return _mm512_setzero_si512(); }
+    static O oset(int64_t t) { return _mm512_set1_epi32(static_cast<int32_t>(t)); }
+    static O oblend(M t, O m, int64_t toff) { return _mm512_mask_mov_epi32(m, t, oset(toff)); }
+    static void store_idx(int64_t* idx, int64_t nv, int64_t b, int64_t sw, O mo) {
+        const __m512i iota = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m512i step = _mm512_mullo_epi64(iota, _mm512_set1_epi64(sw));
+        const __m512i lo = _mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(mo)),
+                                            _mm512_add_epi64(_mm512_set1_epi64(b), step));
+        const __m512i hi = _mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(mo, 1)),
+                                            _mm512_add_epi64(_mm512_set1_epi64(b + 8 * sw), step));
+        const __mmask16 m = tail(nv);
+        _mm512_mask_storeu_epi64(idx, static_cast<__mmask8>(m & 0xFF), lo);
+        _mm512_mask_storeu_epi64(idx + 8, static_cast<__mmask8>(m >> 8), hi);
+    }
+};
+
+struct F64 {
+    using T = double;
+    using V = __m512d;
+    using M = __mmask8;
+    static constexpr int W = 8;
+    static M tail(int64_t k) { return k >= 8 ? M(0xFF) : M((1u << k) - 1u); }
+    static V load(const T* q, int64_t sw, int64_t nv) {
+        if (sw == 1) return _mm512_maskz_loadu_pd(tail(nv), q);
+        const int64_t cnt = 2 * nv - 1;
+        const V lo = _mm512_maskz_loadu_pd(tail(cnt), q);
+        const V hi = _mm512_maskz_loadu_pd(tail(cnt > 8 ? cnt - 8 : 0), q + 8);
+        const __m512i ev = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+        return _mm512_permutex2var_pd(lo, ev, hi);
+    }
+    static M take(V v, V m) {
+        return _mm512_cmp_pd_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q);
+    }
+    static V blend(M t, V m, V v) { return _mm512_mask_mov_pd(m, t, v); }
+    static void store(T* y, int64_t nv, V v) { _mm512_mask_storeu_pd(y, tail(nv), v); }
+    static V zero() { return _mm512_setzero_pd(); }
+    static V add(V a, V b) { return _mm512_add_pd(a, b); }
+    static V div(V a, T d) { return _mm512_div_pd(a, _mm512_set1_pd(d)); }
+    using O = __m512i;
+    static O ozero() { return _mm512_setzero_si512(); }
+    static O oset(int64_t t) { return _mm512_set1_epi64(t); }
+    static O oblend(M t, O m, int64_t toff) { return _mm512_mask_mov_epi64(m, t, oset(toff)); }
+    static void store_idx(int64_t* idx, int64_t nv, int64_t b, int64_t sw, O mo) {
+        const __m512i iota = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m512i v = _mm512_add_epi64(mo, _mm512_add_epi64(_mm512_set1_epi64(b),
+                                                                _mm512_mullo_epi64(iota, _mm512_set1_epi64(sw))));
+        _mm512_mask_storeu_epi64(idx, tail(nv), v);
+    }
+};
+
+template <typename S>
+void max_row_avx512(const typename S::T* p, int64_t n, int64_t sw, int64_t nrows, int64_t rstep, int64_t kw,
+                    int64_t dw, typename S::T* y, int64_t* idx, int64_t base) {
+    for (int64_t o0 = 0; o0 < n; o0 += S::W) {
+        const int64_t nv = n - o0 < S::W ? n - o0 : S::W;
+        const typename S::T* q0 = p + o0 * sw;
+        typename S::V mv = S::load(q0, sw, nv);
+        typename S::O mo = S::ozero();
+        for (int64_t r = 0; r < nrows; ++r) {
+            for (int64_t c = (r == 0 ? 1 : 0); c < kw; ++c) {
+                const int64_t toff = r * rstep + c * dw;
+                const typename S::V v = S::load(q0 + toff, sw, nv);
+                const typename S::M t = S::take(v, mv);
+                mv = S::blend(t, mv, v);
+                if (idx) mo = S::oblend(t, mo, toff);
+            }
+        }
+        S::store(y + o0, nv, mv);
+        if (idx) S::store_idx(idx + o0, nv, base + o0 * sw, sw, mo);
+    }
+}
+
+template <typename S>
+void avg_row_avx512(const typename S::T* p, int64_t n, int64_t sw, int64_t nrows, int64_t in_w, int64_t kw,
+                    typename S::T div, typename S::T* y) {
+    for (int64_t o0 = 0; o0 < n; o0 += S::W) {
+        const int64_t nv = n - o0 < S::W ? n - o0 : S::W;
+        const typename S::T* q0 = p + o0 * sw;
+        typename S::V s = S::zero();
+        for (int64_t r = 0; r < nrows; ++r)
+            for (int64_t c = 0; c < kw; ++c) s = S::add(s, S::load(q0 + r * in_w + c, sw, nv));
+        S::store(y + o0, nv, S::div(s, div));
+    }
+}
+
+struct Avx512Fast {
+    static bool max_row(const float* p, int64_t n, int64_t sw, int64_t nrows, int64_t rstep, int64_t kw,
+                        int64_t dw, float* y, int64_t* idx, int64_t base) {
+        if (sw != 1 && sw != 2) return false;
+        max_row_avx512<F32>(p, n, sw, nrows, rstep, kw, dw, y, idx, base);
+        return true;
+    }
+    static bool max_row(const double* p, int64_t n, int64_t sw, int64_t nrows, int64_t rstep, int64_t kw,
+                        int64_t dw, double* y, int64_t* idx, int64_t base) {
+        if (sw != 1 && sw != 2) return false;
+        max_row_avx512<F64>(p, n, sw, nrows, rstep, kw, dw, y, idx, base);
+        return true;
+    }
+    static bool avg_row(const float* p, int64_t n, int64_t sw, int64_t nrows, int64_t in_w, int64_t kw, float div,
+                        float* y) {
+        if (sw != 1 && sw != 2) return false;
+        avg_row_avx512<F32>(p, n, sw, nrows, in_w, kw, div, y);
+        return true;
+    }
+    static bool avg_row(const double* p, int64_t n, int64_t sw, int64_t nrows, int64_t in_w, int64_t kw,
+                        double div, double* y) {
+        if (sw != 1 && sw != 2) return false;
+        avg_row_avx512<F64>(p, n, sw, nrows, in_w, kw, div, y);
+        return true;
+    }
+};
+
+}  // namespace
 
 void max_fwd_rows_avx512_f32(const PoolGeometry& g, const float* x, float* y, int64_t* i, int64_t r0, int64_t r1) {
-    max_fwd_rows<float>(g, x, y, i, r0, r1);
+    max_fwd_rows<float, Avx512Fast>(g, x, y, i, r0, r1);
 }
 void max_fwd_rows_avx512_f64(const PoolGeometry& g, const double* x, double* y, int64_t* i, int64_t r0,
-                           int64_t r1) {
-    max_fwd_rows<double>(g, x, y, i, r0, r1);
+                             int64_t r1) {
+    max_fwd_rows<double, Avx512Fast>(g, x, y, i, r0, r1);
 }
 void avg_fwd_rows_avx512_f32(const PoolGeometry& g, bool cip, int64_t dov, const float* x, float* y, int64_t r0,
-                           int64_t r1) {
-    avg_fwd_rows<float>(g, cip, dov, x, y, r0, r1);
+                             int64_t r1) {
+    avg_fwd_rows<float, Avx512Fast>(g, cip, dov, x, y, r0, r1);
 }
-void avg_fwd_rows_avx512_f64(const PoolGeometry& g, bool cip, int64_t dov, const double* x, double* y, int64_t r0,
-                           int64_t r1) {
-    avg_fwd_rows<double>(g, cip, dov, x, y, r0, r1);
+void avg_fwd_rows_avx512_f64(const PoolGeometry& g, bool cip, int64_t dov, const double* x, double* y,
+                             int64_t r0, int64_t r1) {
+    avg_fwd_rows<double, Avx512Fast>(g, cip, dov, x, y, r0, r1);
 }
 
 }  // namespace poolk

@@ -26,6 +26,19 @@ namespace {
 
 constexpr int64_t kChunk = 256;
 
+// Hook for hand-written row kernels (pool_fwd_avx512.cpp): return true when
+// the row was handled. The portable build handles nothing here.
+struct NoFast {
+    template <typename T>
+    static bool max_row(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, T*, int64_t*, int64_t) {
+        return false;
+    }
+    template <typename T>
+    static bool avg_row(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T, T*) {
+        return false;
+    }
+};
+
 inline int64_t ceil_div_nonneg(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Range [owa, owb) of outputs whose windows lie entirely inside [0, in) along
@@ -120,7 +133,7 @@ inline void max_row_interior_dispatch(const T* p, int64_t n, int64_t sw, int64_t
 }
 
 // Output rows [oh0, oh1) of one plane. xp/yp/ip point at the plane.
-template <typename T>
+template <typename T, typename Fast = NoFast>
 inline void max_fwd_rows(const PoolGeometry& g, const T* xp, T* yp, int64_t* ip, int64_t oh0, int64_t oh1) {
     int64_t owa, owb;
     interior_range(g.out_w, g.in_w, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, owa, owb);
@@ -147,7 +160,10 @@ inline void max_fwd_rows(const PoolGeometry& g, const T* xp, T* yp, int64_t* ip,
             const int64_t base = ih0 * g.in_w + c0;
             const int64_t rstep = g.dilation_h * g.in_w;
             const int64_t n = b - a;
-            if (ir) {
+            if (small && Fast::max_row(p, n, g.stride_w, nrows, rstep, g.kernel_w, g.dilation_w, yr + a,
+                                       ir ? ir + a : nullptr, base)) {
+                // handled by the hand-written kernel
+            } else if (ir) {
                 if (sizeof(T) == 4 && small)
                     max_row_interior_dispatch<T, int32_t, true>(p, n, g.stride_w, nrows, rstep, g.kernel_w,
                                                                 g.dilation_w, yr + a, ir + a, base);
@@ -219,7 +235,7 @@ inline void avg_row_interior(const T* __restrict p, int64_t n, int64_t sw_rt, in
     }
 }
 
-template <typename T>
+template <typename T, typename Fast = NoFast>
 inline void avg_fwd_rows(const PoolGeometry& g, bool cip, int64_t dov, const T* xp, T* yp, int64_t oh0,
                          int64_t oh1) {
     int64_t owa, owb;
@@ -240,7 +256,9 @@ inline void avg_fwd_rows(const PoolGeometry& g, bool cip, int64_t dov, const T* 
             const int64_t c0 = a * g.stride_w - g.pad_w;
             const T* p = xp + h.lo * g.in_w + c0;
             const int64_t n = b - a, nrows = h.hi - h.lo;
-            if (g.stride_w == 1)
+            if (Fast::avg_row(p, n, g.stride_w, nrows, g.in_w, g.kernel_w, div, yr + a)) {
+                // handled by the hand-written kernel
+            } else if (g.stride_w == 1)
                 avg_row_interior<T, 1>(p, n, 1, nrows, g.in_w, g.kernel_w, div, yr + a);
             else if (g.stride_w == 2)
                 avg_row_interior<T, 2>(p, n, 2, nrows, g.in_w, g.kernel_w, div, yr + a);
