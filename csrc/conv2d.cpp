@@ -290,50 +290,59 @@ void direct_backward_data(const ConvGeometry& g, const T* gy, const T* w, T* gx)
     }
 }
 
+// Direct backward weight (tiny GEMMs): one task per (input channel, block of
+// output channels of its group). For each image and pixel chunk the task
+// builds the R*S im2col rows of its channel once, then accumulates every
+// (k, tap) pair with fixed-lane dot products. Per output the order is
+// (image, chunk, pixel), fixed by the geometry; lanes are combined pairwise.
 template <typename T>
 void direct_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* gw) {
     const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
-    const int64_t R = g.kernel_h, S = g.kernel_w, OH = g.out_h, OW = g.out_w, G = g.groups;
-    const int64_t Cg = C / G, Kg = K / G;
+    const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
+    const int64_t Cg = C / G, Kg = K / G, RS = R * S, P = g.out_h * g.out_w;
     const int nt = num_threads();
-    const int64_t tasks = K * Cg;
-    constexpr int L = 8;
+    constexpr int L = kDotLanes;
+    const int64_t pc = std::max<int64_t>(L, std::min(round_up(P, L), (int64_t(4096) / RS) / L * L));
+    const int64_t ksplit = split_for(C, Kg, 2 * int64_t(nt));
+    const int64_t kblk = ceil_div(Kg, ksplit);
+    const int64_t kblocks = ceil_div(Kg, kblk);
+    const int64_t tasks = C * kblocks;
+    const DirectDotFn<T> dot = direct_dot_kernel_for<T>(active_isa());
+    Scratch<T> scratch(nt, kblk * RS * L + RS * pc);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
-        const int64_t k = t / Cg, cl = t % Cg, gi = k / Kg;
-        for (int64_t r = 0; r < R; ++r) {
-            for (int64_t s = 0; s < S; ++s) {
-                const int64_t off = s * g.dilation_w - g.pad_left;
-                int64_t lo, hi;
-                valid_cols(off, g.stride_w, W, OW, lo, hi);
-                T lane[L] = {};
-                for (int64_t n = 0; n < N; ++n) {
-                    const T* xp = x + (n * C + gi * Cg + cl) * H * W;
-                    const T* yp = gy + (n * K + k) * OH * OW;
-                    for (int64_t oh = 0; oh < OH; ++oh) {
-                        const int64_t ih = oh * g.stride_h - g.pad_top + r * g.dilation_h;
-                        if (ih < 0 || ih >= H) continue;
-                        const T* xr = xp + ih * W;
-                        const T* yr = yp + oh * OW;
-                        int64_t ow = lo;
-                        if (g.stride_w == 1) {
-                            for (; ow + L <= hi; ow += L)
-                                for (int j = 0; j < L; ++j) lane[j] += yr[ow + j] * xr[ow + j + off];
-                            for (int j = 0; ow < hi; ++ow, ++j) lane[j] += yr[ow] * xr[ow + off];
-                        } else {
-                            const int64_t sw = g.stride_w;
-                            for (; ow + L <= hi; ow += L)
-                                for (int j = 0; j < L; ++j)
-                                    lane[j] += yr[ow + j] * xr[(ow + j) * sw + off];
-                            for (int j = 0; ow < hi; ++ow, ++j) lane[j] += yr[ow] * xr[ow * sw + off];
-                        }
-                    }
-                }
-                gw[(k * Cg + cl) * R * S + r * S + s] =
-                    ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+        const int64_t c = t / kblocks, kb = t % kblocks;
+        const int64_t gi = c / Cg, cl = c % Cg;
+        const int64_t k0 = gi * Kg + kb * kblk, kcount = std::min(kblk, Kg - kb * kblk);
+        T* lanes = scratch.get(thread_id());
+        T* col = lanes + kblk * RS * L;
+        for (int64_t i = 0; i < kcount * RS * L; ++i) lanes[i] = T(0);
+        for (int64_t n = 0; n < N; ++n) {
+            const T* xp = x + (n * C + c) * H * W;
+            for (int64_t q0 = 0; q0 < P; q0 += pc) {
+                const int64_t qn = std::min(pc, P - q0);
+                for (int64_t rs = 0; rs < RS; ++rs) im2col_row(g, xp, rs / S, rs % S, q0, qn, col + rs * pc);
+                for (int64_t kk = 0; kk < kcount; ++kk)
+                    dot(lanes + kk * RS * L, RS, gy + (n * K + k0 + kk) * P + q0, col, pc, qn);
+            }
+        }
+        for (int64_t kk = 0; kk < kcount; ++kk) {
+            T* out = gw + ((k0 + kk) * Cg + cl) * RS;
+            for (int64_t i = 0; i < RS; ++i) {
+                T v[L];
+                for (int j = 0; j < L; ++j) v[j] = lanes[(kk * RS + i) * L + j];
+                for (int w = L / 2; w >= 1; w /= 2)
+                    for (int j = 0; j < w; ++j) v[j] = v[j] + v[j + w];
+                out[i] = v[0];
             }
         }
     }
+}
+
+// Backward weight by direct dot products when the GEMM would be tiny.
+inline bool use_direct_backward_weight(const ConvGeometry& g) {
+    const int64_t Cg = g.in_channels / g.groups, Kg = g.out_channels / g.groups;
+    return use_direct(g) || (Cg * g.kernel_h * g.kernel_w <= 16 && Kg <= 16);
 }
 
 }  // namespace
@@ -537,7 +546,7 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
         std::memset(grad_w, 0, sizeof(T) * static_cast<size_t>(wsize));
         return;
     }
-    if (use_direct(g)) return direct_backward_weight(g, grad_y, x, grad_w);
+    if (use_direct_backward_weight(g)) return direct_backward_weight(g, grad_y, x, grad_w);
     const GemmKernel<T> kr = gemm_kernel<T>();
     const int nt = num_threads();
     const int64_t mr = kr.mr, nr = kr.nr;

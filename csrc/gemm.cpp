@@ -81,4 +81,28 @@ DirectRowFn<double> direct_row_kernel_for<double>(Isa isa) {
     return direct_row_generic_f64;
 }
 
+template <>
+DirectDotFn<float> direct_dot_kernel_for<float>(Isa isa) {
+#ifdef CONVKIT_HAVE_AVX512
+    if (isa == Isa::avx512) return direct_dot_avx512_f32;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+    if (isa == Isa::avx2 || isa == Isa::avx512) return direct_dot_avx2_f32;
+#endif
+    (void)isa;
+    return direct_dot_generic_f32;
+}
+
+template <>
+DirectDotFn<double> direct_dot_kernel_for<double>(Isa isa) {
+#ifdef CONVKIT_HAVE_AVX512
+    if (isa == Isa::avx512) return direct_dot_avx512_f64;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+    if (isa == Isa::avx2 || isa == Isa::avx512) return direct_dot_avx2_f64;
+#endif
+    (void)isa;
+    return direct_dot_generic_f64;
+}
+
 }  // namespace convkit

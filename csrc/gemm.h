@@ -1,6 +1,8 @@
 // Cache-blocked GEMM driver with packed panels and ISA-specific micro-kernels.
 //
-//   C[M x N] (=|+=) A[M x K] * B[K x N]   (+ bias[i] on row i)
+//   C[M x N] (=|+=) A[M x K] * B[K x N]
+// When not accumulating, an optional bias[i] is the starting value of row i's
+// sums (so y = ((bias + a0*b0) + a1*b1) + ...).
 //
 // A and B are never read directly: the caller supplies packers, so the same
 // driver serves plain matrices and implicit im2col (convolution) operands.
@@ -28,11 +30,12 @@
 
 namespace convkit {
 
-// Micro-kernel: c[i*ldc + j] (i < mr, j < nr) = (accumulate ? c : 0)
-//   + sum_{k < kc} a[k*mr + i] * b[k*nr + j], summed in increasing k.
+// Micro-kernel: c[i*ldc + j] (i < mr, j < nr) = start
+//   + sum_{k < kc} a[k*mr + i] * b[k*nr + j], summed in increasing k, where
+// start = accumulate ? c[i*ldc + j] : init ? init[i] : 0 (init: mr values).
 template <typename T>
 using GemmMicroKernel = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc,
-                                 int accumulate);
+                                 int accumulate, const T* init);
 
 template <typename T>
 struct GemmKernel {
@@ -56,17 +59,17 @@ template <typename T>
 inline GemmKernel<T> gemm_kernel() { return gemm_kernel_for<T>(active_isa()); }
 
 // Micro-kernels (defined in csrc/kernels/gemm_*_<isa>.cpp).
-void gemm_ukr_generic_f32(int64_t, const float*, const float*, float*, int64_t, int);
-void gemm_ukr_generic_f64(int64_t, const double*, const double*, double*, int64_t, int);
+void gemm_ukr_generic_f32(int64_t, const float*, const float*, float*, int64_t, int, const float*);
+void gemm_ukr_generic_f64(int64_t, const double*, const double*, double*, int64_t, int, const double*);
 extern const int gemm_generic_f32_mr, gemm_generic_f32_nr, gemm_generic_f64_mr, gemm_generic_f64_nr;
 #ifdef CONVKIT_HAVE_AVX2
-void gemm_ukr_avx2_f32(int64_t, const float*, const float*, float*, int64_t, int);
-void gemm_ukr_avx2_f64(int64_t, const double*, const double*, double*, int64_t, int);
+void gemm_ukr_avx2_f32(int64_t, const float*, const float*, float*, int64_t, int, const float*);
+void gemm_ukr_avx2_f64(int64_t, const double*, const double*, double*, int64_t, int, const double*);
 extern const int gemm_avx2_f32_mr, gemm_avx2_f32_nr, gemm_avx2_f64_mr, gemm_avx2_f64_nr;
 #endif
 #ifdef CONVKIT_HAVE_AVX512
-void gemm_ukr_avx512_f32(int64_t, const float*, const float*, float*, int64_t, int);
-void gemm_ukr_avx512_f64(int64_t, const double*, const double*, double*, int64_t, int);
+void gemm_ukr_avx512_f32(int64_t, const float*, const float*, float*, int64_t, int, const float*);
+void gemm_ukr_avx512_f64(int64_t, const double*, const double*, double*, int64_t, int, const double*);
 extern const int gemm_avx512_f32_mr, gemm_avx512_f32_nr, gemm_avx512_f64_mr,
     gemm_avx512_f64_nr;
 #endif
@@ -78,21 +81,33 @@ template <typename T>
 using DirectRowFn = void (*)(T* y, int64_t n, const T* const* src, const T* w, int64_t taps,
                              int64_t sw);
 
+// The *_impl templates are compiled once per ISA file: internal linkage keeps
+// the linker from merging the AVX-512 and portable instantiations.
+namespace {
+template <typename T, int V>
+inline int64_t direct_row_chunks(T* __restrict y, int64_t j, int64_t n, const T* const* src,
+                                 const T* w, int64_t taps) {
+    for (; j + V <= n; j += V) {
+        T acc[V];
+        for (int v = 0; v < V; ++v) acc[v] = y[j + v];
+        for (int64_t t = 0; t < taps; ++t) {
+            const T wv = w[t];
+            const T* __restrict s = src[t] + j;
+            for (int v = 0; v < V; ++v) acc[v] += wv * s[v];
+        }
+        for (int v = 0; v < V; ++v) y[j + v] = acc[v];
+    }
+    return j;
+}
+
 template <typename T, int V>
 inline void direct_row_impl(T* __restrict y, int64_t n, const T* const* src, const T* w,
                             int64_t taps, int64_t sw) {
     int64_t j = 0;
     if (sw == 1) {
-        for (; j + V <= n; j += V) {
-            T acc[V];
-            for (int v = 0; v < V; ++v) acc[v] = y[j + v];
-            for (int64_t t = 0; t < taps; ++t) {
-                const T wv = w[t];
-                const T* __restrict s = src[t] + j;
-                for (int v = 0; v < V; ++v) acc[v] += wv * s[v];
-            }
-            for (int v = 0; v < V; ++v) y[j + v] = acc[v];
-        }
+        j = direct_row_chunks<T, V>(y, j, n, src, w, taps);
+        if (V >= 8) j = direct_row_chunks<T, (V >= 8 ? V / 2 : 1)>(y, j, n, src, w, taps);
+        if (V >= 16) j = direct_row_chunks<T, (V >= 16 ? V / 4 : 1)>(y, j, n, src, w, taps);
     }
     for (; j < n; ++j) {
         T a = y[j];
@@ -100,6 +115,8 @@ inline void direct_row_impl(T* __restrict y, int64_t n, const T* const* src, con
         y[j] = a;
     }
 }
+
+}  // namespace
 
 void direct_row_generic_f32(float*, int64_t, const float* const*, const float*, int64_t, int64_t);
 void direct_row_generic_f64(double*, int64_t, const double* const*, const double*, int64_t, int64_t);
@@ -114,10 +131,86 @@ void direct_row_avx512_f64(double*, int64_t, const double* const*, const double*
 template <typename T>
 DirectRowFn<T> direct_row_kernel_for(Isa isa);
 
-// Scratch for one gemm_run call: a_buffer_size() + b_buffer_size() + mr*nr.
+// Multi-row dot kernel for direct backward weight (kDotLanes fixed lanes):
+//   lanes[r*L + j % L] += y[j] * col[r*ldcol + j]  for r < nrows, j in [0, n),
+// each lane summed in increasing j.
+constexpr int kDotLanes = 16;
+template <typename T>
+using DirectDotFn = void (*)(T* lanes, int64_t nrows, const T* y, const T* col, int64_t ldcol,
+                             int64_t n);
+
+namespace {
+template <typename T>
+inline void direct_dot_impl(T* __restrict lanes, int64_t nrows, const T* __restrict y,
+                            const T* __restrict col, int64_t ldcol, int64_t n) {
+    constexpr int L = kDotLanes;
+    constexpr int RB = 4;
+    int64_t r = 0;
+    for (; r + RB <= nrows; r += RB) {
+        T a0[L], a1[L], a2[L], a3[L];
+        for (int v = 0; v < L; ++v) {
+            a0[v] = lanes[(r + 0) * L + v];
+            a1[v] = lanes[(r + 1) * L + v];
+            a2[v] = lanes[(r + 2) * L + v];
+            a3[v] = lanes[(r + 3) * L + v];
+        }
+        const T* c0 = col + r * ldcol;
+        const T* c1 = c0 + ldcol;
+        const T* c2 = c1 + ldcol;
+        const T* c3 = c2 + ldcol;
+        int64_t j = 0;
+        for (; j + L <= n; j += L) {
+            for (int v = 0; v < L; ++v) {
+                const T yv = y[j + v];
+                a0[v] += yv * c0[j + v];
+                a1[v] += yv * c1[j + v];
+                a2[v] += yv * c2[j + v];
+                a3[v] += yv * c3[j + v];
+            }
+        }
+        for (int v = 0; j < n; ++j, ++v) {
+            a0[v] += y[j] * c0[j];
+            a1[v] += y[j] * c1[j];
+            a2[v] += y[j] * c2[j];
+            a3[v] += y[j] * c3[j];
+        }
+        for (int v = 0; v < L; ++v) {
+            lanes[(r + 0) * L + v] = a0[v];
+            lanes[(r + 1) * L + v] = a1[v];
+            lanes[(r + 2) * L + v] = a2[v];
+            lanes[(r + 3) * L + v] = a3[v];
+        }
+    }
+    for (; r < nrows; ++r) {
+        T acc[L];
+        for (int v = 0; v < L; ++v) acc[v] = lanes[r * L + v];
+        const T* c0 = col + r * ldcol;
+        int64_t j = 0;
+        for (; j + L <= n; j += L)
+            for (int v = 0; v < L; ++v) acc[v] += y[j + v] * c0[j + v];
+        for (int v = 0; j < n; ++j, ++v) acc[v] += y[j] * c0[j];
+        for (int v = 0; v < L; ++v) lanes[r * L + v] = acc[v];
+    }
+}
+}  // namespace
+
+void direct_dot_generic_f32(float*, int64_t, const float*, const float*, int64_t, int64_t);
+void direct_dot_generic_f64(double*, int64_t, const double*, const double*, int64_t, int64_t);
+#ifdef CONVKIT_HAVE_AVX2
+void direct_dot_avx2_f32(float*, int64_t, const float*, const float*, int64_t, int64_t);
+void direct_dot_avx2_f64(double*, int64_t, const double*, const double*, int64_t, int64_t);
+#endif
+#ifdef CONVKIT_HAVE_AVX512
+void direct_dot_avx512_f32(float*, int64_t, const float*, const float*, int64_t, int64_t);
+void direct_dot_avx512_f64(double*, int64_t, const double*, const double*, int64_t, int64_t);
+#endif
+template <typename T>
+DirectDotFn<T> direct_dot_kernel_for(Isa isa);
+
+// Scratch for one gemm_run call: packed A and B blocks, one tile, bias padding.
 template <typename T>
 inline int64_t gemm_scratch_size(const GemmKernel<T>& kr) {
-    return kr.a_buffer_size() + kr.b_buffer_size() + int64_t(kr.mr) * kr.nr + 64;
+    return kr.a_buffer_size() + kr.b_buffer_size() + int64_t(kr.mr) * (kr.nr + 1) + 64;
 }
 
 template <typename T, class PackA, class PackB>
@@ -141,12 +234,12 @@ void gemm_run(const GemmKernel<T>& kr, int64_t M, int64_t N, int64_t K, PackA&& 
     T* abuf = scratch;
     T* bbuf = abuf + kr.a_buffer_size();
     T* tile = bbuf + kr.b_buffer_size();
+    T* init_pad = tile + mr * nr;  // mr values: bias rows of a partial tile, zero padded
     for (int64_t jc = 0; jc < N; jc += kr.nc) {
         const int64_t nb = std::min(kr.nc, N - jc);
         for (int64_t pc = 0; pc < K; pc += kr.kc) {
             const int64_t kb = std::min(kr.kc, K - pc);
             const bool acc = accumulate || pc > 0;
-            const bool last = pc + kb >= K;
             pack_b(pc, kb, jc, nb, bbuf);
             for (int64_t ic = 0; ic < M; ic += kr.mc) {
                 const int64_t mb = std::min(kr.mc, M - ic);
@@ -158,23 +251,25 @@ void gemm_run(const GemmKernel<T>& kr, int64_t M, int64_t N, int64_t K, PackA&& 
                         const int64_t mm = std::min(mr, mb - ir);
                         const T* ap = abuf + (ir / mr) * kb * mr;
                         T* c = C + (ic + ir) * ldc + jc + jr;
+                        const T* init = nullptr;
+                        if (!acc && bias) {
+                            if (mm == mr) {
+                                init = bias + ic + ir;
+                            } else {
+                                for (int64_t i = 0; i < mr; ++i) init_pad[i] = i < mm ? bias[ic + ir + i] : T(0);
+                                init = init_pad;
+                            }
+                        }
                         if (mm == mr && nn == nr) {
-                            kr.ukr(kb, ap, bp, c, ldc, acc ? 1 : 0);
+                            kr.ukr(kb, ap, bp, c, ldc, acc ? 1 : 0, init);
                         } else {
                             if (acc) {
                                 for (int64_t i = 0; i < mm; ++i)
                                     for (int64_t j = 0; j < nn; ++j) tile[i * nr + j] = c[i * ldc + j];
                             }
-                            kr.ukr(kb, ap, bp, tile, nr, acc ? 1 : 0);
+                            kr.ukr(kb, ap, bp, tile, nr, acc ? 1 : 0, init);
                             for (int64_t i = 0; i < mm; ++i)
                                 for (int64_t j = 0; j < nn; ++j) c[i * ldc + j] = tile[i * nr + j];
-                        }
-                        if (last && bias) {
-                            for (int64_t i = 0; i < mm; ++i) {
-                                const T add = bias[ic + ir + i];
-                                T* cr = c + i * ldc;
-                                for (int64_t j = 0; j < nn; ++j) cr[j] += add;
-                            }
                         }
                     }
                 }

@@ -12,10 +12,10 @@ const int gemm_generic_f64_mr = 4, gemm_generic_f64_nr = 4;
 namespace {
 template <typename T, int MR, int NR>
 inline void ukr(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict c,
-                int64_t ldc, int accumulate) {
+                int64_t ldc, int accumulate, const T* init) {
     T acc[MR][NR];
     for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < NR; ++j) acc[i][j] = accumulate ? c[i * ldc + j] : T(0);
+        for (int j = 0; j < NR; ++j) acc[i][j] = accumulate ? c[i * ldc + j] : init ? init[i] : T(0);
     for (int64_t k = 0; k < kc; ++k) {
         const T* ak = a + k * MR;
         const T* bk = b + k * NR;
@@ -30,12 +30,12 @@ inline void ukr(int64_t kc, const T* __restrict a, const T* __restrict b, T* __r
 }  // namespace
 
 void gemm_ukr_generic_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                          int accumulate) {
-    ukr<float, 4, 8>(kc, a, b, c, ldc, accumulate);
+                          int accumulate, const float* init) {
+    ukr<float, 4, 8>(kc, a, b, c, ldc, accumulate, init);
 }
 void gemm_ukr_generic_f64(int64_t kc, const double* a, const double* b, double* c, int64_t ldc,
-                          int accumulate) {
-    ukr<double, 4, 4>(kc, a, b, c, ldc, accumulate);
+                          int accumulate, const double* init) {
+    ukr<double, 4, 4>(kc, a, b, c, ldc, accumulate, init);
 }
 
 }  // namespace convkit

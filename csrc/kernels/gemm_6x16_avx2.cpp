@@ -11,7 +11,7 @@ const int gemm_avx2_f32_mr = 6, gemm_avx2_f32_nr = 16;
 const int gemm_avx2_f64_mr = 6, gemm_avx2_f64_nr = 8;
 
 void gemm_ukr_avx2_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                       int accumulate) {
+                       int accumulate, const float* init) {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     if (accumulate) {
         c00 = _mm256_loadu_ps(c + 0 * ldc); c01 = _mm256_loadu_ps(c + 0 * ldc + 8);
@@ -20,6 +20,10 @@ void gemm_ukr_avx2_f32(int64_t kc, const float* a, const float* b, float* c, int
         c30 = _mm256_loadu_ps(c + 3 * ldc); c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
         c40 = _mm256_loadu_ps(c + 4 * ldc); c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
         c50 = _mm256_loadu_ps(c + 5 * ldc); c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
+    } else if (init) {
+        c00 = c01 = _mm256_broadcast_ss(init + 0); c10 = c11 = _mm256_broadcast_ss(init + 1);
+        c20 = c21 = _mm256_broadcast_ss(init + 2); c30 = c31 = _mm256_broadcast_ss(init + 3);
+        c40 = c41 = _mm256_broadcast_ss(init + 4); c50 = c51 = _mm256_broadcast_ss(init + 5);
     } else {
         c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
     }
@@ -45,7 +49,7 @@ void gemm_ukr_avx2_f32(int64_t kc, const float* a, const float* b, float* c, int
 }
 
 void gemm_ukr_avx2_f64(int64_t kc, const double* a, const double* b, double* c, int64_t ldc,
-                       int accumulate) {
+                       int accumulate, const double* init) {
     __m256d c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     if (accumulate) {
         c00 = _mm256_loadu_pd(c + 0 * ldc); c01 = _mm256_loadu_pd(c + 0 * ldc + 4);
@@ -54,6 +58,10 @@ void gemm_ukr_avx2_f64(int64_t kc, const double* a, const double* b, double* c, 
         c30 = _mm256_loadu_pd(c + 3 * ldc); c31 = _mm256_loadu_pd(c + 3 * ldc + 4);
         c40 = _mm256_loadu_pd(c + 4 * ldc); c41 = _mm256_loadu_pd(c + 4 * ldc + 4);
         c50 = _mm256_loadu_pd(c + 5 * ldc); c51 = _mm256_loadu_pd(c + 5 * ldc + 4);
+    } else if (init) {
+        c00 = c01 = _mm256_broadcast_sd(init + 0); c10 = c11 = _mm256_broadcast_sd(init + 1);
+        c20 = c21 = _mm256_broadcast_sd(init + 2); c30 = c31 = _mm256_broadcast_sd(init + 3);
+        c40 = c41 = _mm256_broadcast_sd(init + 4); c50 = c51 = _mm256_broadcast_sd(init + 5);
     } else {
         c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_pd();
     }

@@ -13,7 +13,7 @@ const int gemm_avx512_f64_mr = 8, gemm_avx512_f64_nr = 16;
 #define CK_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
 void gemm_ukr_avx512_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                         int accumulate) {
+                         int accumulate, const float* init) {
 #define DECL(i) __m512 c##i##0, c##i##1;
     CK_ROWS(DECL)
 #undef DECL
@@ -21,6 +21,10 @@ void gemm_ukr_avx512_f32(int64_t kc, const float* a, const float* b, float* c, i
 #define LOAD(i) c##i##0 = _mm512_loadu_ps(c + i * ldc); c##i##1 = _mm512_loadu_ps(c + i * ldc + 16);
         CK_ROWS(LOAD)
 #undef LOAD
+    } else if (init) {
+#define INIT(i) c##i##0 = c##i##1 = _mm512_set1_ps(init[i]);
+        CK_ROWS(INIT)
+#undef INIT
     } else {
 #define ZERO(i) c##i##0 = _mm512_setzero_ps(); c##i##1 = _mm512_setzero_ps();
         CK_ROWS(ZERO)
@@ -42,7 +46,7 @@ void gemm_ukr_avx512_f32(int64_t kc, const float* a, const float* b, float* c, i
 }
 
 void gemm_ukr_avx512_f64(int64_t kc, const double* a, const double* b, double* c, int64_t ldc,
-                         int accumulate) {
+                         int accumulate, const double* init) {
 #define DECL(i) __m512d c##i##0, c##i##1;
     CK_ROWS(DECL)
 #undef DECL
@@ -50,6 +54,10 @@ void gemm_ukr_avx512_f64(int64_t kc, const double* a, const double* b, double* c
 #define LOAD(i) c##i##0 = _mm512_loadu_pd(c + i * ldc); c##i##1 = _mm512_loadu_pd(c + i * ldc + 8);
         CK_ROWS(LOAD)
 #undef LOAD
+    } else if (init) {
+#define INIT(i) c##i##0 = c##i##1 = _mm512_set1_pd(init[i]);
+        CK_ROWS(INIT)
+#undef INIT
     } else {
 #define ZERO(i) c##i##0 = _mm512_setzero_pd(); c##i##1 = _mm512_setzero_pd();
         CK_ROWS(ZERO)

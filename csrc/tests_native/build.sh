@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-/tmp/conv_test}
 [ $# -gt 0 ] && shift
 CXX=${CXX:-g++}
-FLAGS="-O2 -std=c++17 -fopenmp -Icsrc -DCONVKIT_HAVE_AVX2=1 -DCONVKIT_HAVE_AVX512=1 $*"
+FLAGS="-O3 -fno-math-errno -std=c++17 -fopenmp -Icsrc -DCONVKIT_HAVE_AVX2=1 -DCONVKIT_HAVE_AVX512=1 $*"
 TMP=$(mktemp -d)
 for f in csrc/kernels/gemm_*_avx2.cpp; do
     $CXX $FLAGS -mavx2 -mfma -c "$f" -o "$TMP/$(basename "$f" .cpp).o"

@@ -1,17 +1,17 @@
 // Standalone test + benchmark for the conv2d kernels (not built by CMake).
 //
 // Build (from the repo root):
-//   g++ -O2 -std=c++17 -fopenmp -Icsrc -DCONVKIT_HAVE_AVX2 -DCONVKIT_HAVE_AVX512 -c \
+//   g++ -O3 -std=c++17 -fopenmp -Icsrc -DCONVKIT_HAVE_AVX2 -DCONVKIT_HAVE_AVX512 -c \
 //       csrc/kernels/gemm_6x16_avx2.cpp -mavx2 -mfma -o /tmp/ck_avx2.o
 //   g++ ... -c csrc/kernels/gemm_8x32_avx512.cpp -mavx512f -mavx512vl -mavx512bw \
 //       -mavx512dq -mavx2 -mfma -o /tmp/ck_avx512.o
-//   g++ -O2 -std=c++17 -fopenmp -Icsrc -DCONVKIT_HAVE_AVX2 -DCONVKIT_HAVE_AVX512 \
+//   g++ -O3 -std=c++17 -fopenmp -Icsrc -DCONVKIT_HAVE_AVX2 -DCONVKIT_HAVE_AVX512 \
 //       csrc/tests_native/conv_test.cpp csrc/conv2d.cpp csrc/gemm.cpp \
 //       csrc/kernels/gemm_4x8_generic.cpp csrc/parallel.cpp csrc/cpu_features.cpp \
 //       /tmp/ck_avx2.o /tmp/ck_avx512.o -o /tmp/conv_test
 // (csrc/tests_native/build.sh does exactly this.)
 //
-// Usage: conv_test [test [iterations] | bench [reps]]
+// Usage: conv_test [test [iterations] | bench [reps [isa [layer-substring]]]]
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -327,14 +327,14 @@ double microkernel_peak() {
     for (int rep = 0; rep < 5; ++rep) {
         const int64_t iters = 20000;
         auto t0 = std::chrono::steady_clock::now();
-        for (int64_t i = 0; i < iters; ++i) k.ukr(kc, a.data(), b.data(), c.data(), k.nr, 1);
+        for (int64_t i = 0; i < iters; ++i) k.ukr(kc, a.data(), b.data(), c.data(), k.nr, 1, nullptr);
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         best = std::max(best, 2.0 * kc * k.mr * k.nr * iters / s * 1e-9);
     }
     return best;
 }
 
-int run_bench(int reps, const char* only_isa) {
+int run_bench(int reps, const char* only_isa, const char* only_layer) {
     struct L { const char* name; ConvGeometry g; };
     std::vector<L> layers = {
         {"N8 C=K=64 56x56 3x3 p1", make(8, 64, 56, 56, 64, 3, 3, 1, 1, 1, 1)},
@@ -350,6 +350,7 @@ int run_bench(int reps, const char* only_isa) {
         std::printf("%s: micro-kernel peak (1 thread, L1) f32 %.1f GF/s, f64 %.1f GF/s\n",
                     isa_name(isa), microkernel_peak<float>(), microkernel_peak<double>());
         for (const auto& l : layers) {
+            if (only_layer && !std::strstr(l.name, only_layer)) continue;
             for (int t : {1, threads0}) {
                 set_num_threads(t);
                 bench_layer<float>(l.name, l.g, reps);
@@ -357,7 +358,7 @@ int run_bench(int reps, const char* only_isa) {
             }
         }
         set_num_threads(threads0);
-        bench_layer<double>(layers[0].name, layers[0].g, reps);
+        if (!only_layer) bench_layer<double>(layers[0].name, layers[0].g, reps);
     }
     return 0;
 }
@@ -366,6 +367,7 @@ int run_bench(int reps, const char* only_isa) {
 
 int main(int argc, char** argv) {
     const std::string mode = argc > 1 ? argv[1] : "test";
-    if (mode == "bench") return run_bench(argc > 2 ? std::atoi(argv[2]) : 5, argc > 3 ? argv[3] : nullptr);
+    if (mode == "bench") return run_bench(argc > 2 ? std::atoi(argv[2]) : 5, argc > 3 ? argv[3] : nullptr,
+                         argc > 4 ? argv[4] : nullptr);
     return run_tests(argc > 2 ? std::atoi(argv[2]) : 300);
 }
