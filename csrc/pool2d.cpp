@@ -257,23 +257,25 @@ int64_t scatter_plane(const T* gyp, const int64_t* ip, T* gxp, int64_t in_h, int
     const int64_t plane_in = in_h * in_w;
     std::fill(gxp, gxp + plane_in, T(0));
     int64_t first_bad = -1;
-    const bool small = plane_in < (int64_t(1) << 31);
+    // row = idx / in_w through a double reciprocal (exact after the fix-up for
+    // idx < 2^52; larger planes use the integer division).
+    const bool fast = plane_in < (int64_t(1) << 52);
+    const double inv = in_w > 0 ? 1.0 / static_cast<double>(in_w) : 0.0;
     for (int64_t oh = 0; oh < out_h; ++oh) {
         for (int64_t ow = 0; ow < out_w; ++ow) {
             const int64_t o = oh * out_w + ow;
             const int64_t idx = ip[o];
             bool valid = idx >= 0 && idx < plane_in;
             if (valid) {
-                int64_t row, col;
-                if (small) {
-                    const uint32_t u = static_cast<uint32_t>(idx), w = static_cast<uint32_t>(in_w);
-                    row = u / w;
-                    col = u - static_cast<uint32_t>(row) * w;
+                int64_t row;
+                if (fast) {
+                    row = static_cast<int64_t>(static_cast<double>(idx) * inv);
+                    if (row * in_w > idx) --row;
+                    else if ((row + 1) * in_w <= idx) ++row;
                 } else {
                     row = idx / in_w;
-                    col = idx - row * in_w;
                 }
-                valid = ok(oh, ow, row, col);
+                valid = ok(oh, ow, row, idx - row * in_w);
             }
             if (valid)
                 gxp[idx] += gyp[o];
@@ -284,6 +286,41 @@ int64_t scatter_plane(const T* gyp, const int64_t* ip, T* gxp, int64_t in_h, int
     return first_bad;
 }
 
+// Avg-pool backward of one plane in torch's scatter order, tap-major: for
+// each output row oh (ascending) and window row, the column taps are visited
+// from last to first, each as one pass over the outputs. Within a pass every
+// input gets at most one contribution, and for a fixed input the passes
+// deliver its contributions in ascending ow (descending tap column), then
+// ascending oh: exactly torch's (oh, ow) order, from a zeroed gx.
+// d is a scratch row of out_w deltas.
+template <typename T>
+void avg_scatter_plane(const PoolGeometry& g, bool cip, int64_t dov, const T* gyp, T* gxp,
+                       const std::vector<poolk::AvgAxis>& hx, const std::vector<poolk::AvgAxis>& wx,
+                       const int64_t* ca, const int64_t* cb, T* d) {
+    std::fill(gxp, gxp + g.in_h * g.in_w, T(0));
+    const int64_t sw = g.stride_w;
+    for (int64_t oh = 0; oh < g.out_h; ++oh) {
+        const poolk::AvgAxis& h = hx[oh];
+        if (h.lo >= h.hi) continue;
+        for (int64_t ow = 0; ow < g.out_w; ++ow)
+            d[ow] = gyp[oh * g.out_w + ow] / static_cast<T>(poolk::avg_divisor(h, wx[ow], cip, dov));
+        for (int64_t ih = h.lo; ih < h.hi; ++ih) {
+            T* __restrict gr = gxp + ih * g.in_w;
+            for (int64_t c = g.kernel_w - 1; c >= 0; --c) {
+                // outputs whose tap c lands inside [0, in_w): [ca[c], cb[c])
+                T* __restrict q = gr + c - g.pad_w;
+                const T* __restrict dd = d;
+                if (sw == 1) {
+                    for (int64_t ow = ca[c]; ow < cb[c]; ++ow) q[ow] += dd[ow];
+                } else if (sw == 2) {
+                    for (int64_t ow = ca[c]; ow < cb[c]; ++ow) q[ow * 2] += dd[ow];
+                } else {
+                    for (int64_t ow = ca[c]; ow < cb[c]; ++ow) q[ow * sw] += dd[ow];
+                }
+            }
+        }
+    }
+}
 }  // namespace
 
 // ================================================================ max ====
@@ -316,8 +353,8 @@ int64_t max_pool2d_backward(const PoolGeometry& g, const T* grad_y, const int64_
     auto ok = [hp, wp, dh, dw](int64_t oh, int64_t ow, int64_t row, int64_t col) {
         const MaxAxis& h = hp[oh];
         const MaxAxis& w = wp[ow];
-        return row >= h.lo && row < h.hi && col >= w.lo && col < w.hi && (row - h.start) % dh == 0 &&
-               (col - w.start) % dw == 0;
+        return row >= h.lo && row < h.hi && col >= w.lo && col < w.hi &&
+               (dh == 1 || (row - h.start) % dh == 0) && (dw == 1 || (col - w.start) % dw == 0);
     };
     parallel_planes(g.planes, g.planes * (plane_in + plane_out), [&](int64_t p) {
         bad[p] = scatter_plane(grad_y + p * plane_out, indices + p * plane_out, grad_x + p * plane_in, g.in_h,
@@ -391,6 +428,29 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
     std::vector<poolk::AvgAxis> hx(g.out_h), wx(g.out_w);
     for (int64_t o = 0; o < g.out_h; ++o) hx[o] = poolk::avg_axis(o, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
     for (int64_t o = 0; o < g.out_w; ++o) wx[o] = poolk::avg_axis(o, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+    const int nt = threads_for(g.planes * (plane_in + plane_out));
+    if (g.planes >= 2 * int64_t(nt)) {
+        // Per-plane tap-major scatter (each plane by one thread).
+        std::vector<int64_t> ca(g.kernel_w), cb(g.kernel_w);
+        for (int64_t c = 0; c < g.kernel_w; ++c) {
+            // ow*sw + c - pad_w in [0, in_w), ow in [0, out_w)
+            const int64_t lo = g.pad_w - c;  // ow*sw >= lo
+            ca[c] = std::min(g.out_w, lo > 0 ? ceil_div_nonneg(lo, g.stride_w) : 0);
+            const int64_t hi = g.in_w - 1 + g.pad_w - c;  // ow*sw <= hi
+            cb[c] = hi < 0 ? ca[c] : std::max(ca[c], std::min(g.out_w, hi / g.stride_w + 1));
+        }
+        std::vector<T> scratch(static_cast<size_t>(nt * g.out_w));
+        parallel_planes(g.planes, g.planes * (plane_in + plane_out), [&](int64_t p) {
+#ifdef _OPENMP
+            T* d = scratch.data() + omp_get_thread_num() * g.out_w;
+#else
+            T* d = scratch.data();
+#endif
+            avg_scatter_plane(g, count_include_pad, divisor_override, grad_y + p * plane_out, grad_x + p * plane_in,
+                              hx, wx, ca.data(), cb.data(), d);
+        });
+        return;
+    }
     std::vector<T> delta(static_cast<size_t>(g.planes * plane_out));
     T* dl = delta.data();
     parallel_plane_rows(g.planes, g.out_h, g.planes * plane_out, [&](int64_t p, int64_t r0, int64_t r1) {
