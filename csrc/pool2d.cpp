@@ -429,7 +429,10 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
     for (int64_t o = 0; o < g.out_h; ++o) hx[o] = poolk::avg_axis(o, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
     for (int64_t o = 0; o < g.out_w; ++o) wx[o] = poolk::avg_axis(o, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
     const int nt = threads_for(g.planes * (plane_in + plane_out));
-    if (g.planes >= 2 * int64_t(nt)) {
+    // Non-overlapping windows (kernel <= stride): the gather below is a plain
+    // copy-divide per input; otherwise prefer the per-plane scatter.
+    const bool overlap = g.kernel_h > g.stride_h || g.kernel_w > g.stride_w;
+    if (overlap && g.planes >= 2 * int64_t(nt)) {
         // Per-plane tap-major scatter (each plane by one thread).
         std::vector<int64_t> ca(g.kernel_w), cb(g.kernel_w);
         for (int64_t c = 0; c < g.kernel_w; ++c) {
