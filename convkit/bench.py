@@ -637,9 +637,10 @@ class Progress:
         line = f"\r[{bar}] {done}/{self.total} {elapsed:5.1f}s {label}"
         cols = 100
         try:
-            cols = os.get_terminal_size(sys.stderr.fileno()).columns
+            cols = os.get_terminal_size(sys.stderr.fileno()).columns or cols
         except OSError:
             pass
+        cols = max(cols, 40)
         sys.stderr.write(line[:cols - 1].ljust(cols - 1))
         sys.stderr.flush()
 
