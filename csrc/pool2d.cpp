@@ -248,42 +248,46 @@ std::vector<MaxAxis> max_axes(int64_t out, int64_t in, int64_t k, int64_t s, int
 inline int64_t adaptive_start(int64_t o, int64_t m, int64_t n) { return (o / m) * n + ((o % m) * n) / m; }
 inline int64_t adaptive_end(int64_t o, int64_t m, int64_t n) { return 1 + ((o + 1) * n - 1) / m; }
 
+// row = idx / in_w for 0 <= idx < plane through a double reciprocal (exact
+// after the fix-up for idx < 2^52; larger planes use the integer division).
+struct RowDiv {
+    int64_t in_w;
+    double inv;
+    bool fast;
+    RowDiv(int64_t w, int64_t plane)
+        : in_w(w), inv(w > 0 ? 1.0 / static_cast<double>(w) : 0.0), fast(plane < (int64_t(1) << 52)) {}
+    int64_t operator()(int64_t idx) const {
+        if (!fast) return idx / in_w;
+        int64_t row = static_cast<int64_t>(static_cast<double>(idx) * inv);
+        if (row * in_w > idx)
+            --row;
+        else if ((row + 1) * in_w <= idx)
+            ++row;
+        return row;
+    }
+};
+
 // Scatter-add of one plane's max-pool gradient with index validation.
 // Returns the first bad output position in the plane, or -1.
-// ok(o_h, o_w, row, col) checks that (row, col) lies in that output's window.
-template <typename T, typename Ok>
-int64_t scatter_plane(const T* gyp, const int64_t* ip, T* gxp, int64_t in_h, int64_t in_w, int64_t out_h,
-                      int64_t out_w, Ok ok) {
-    const int64_t plane_in = in_h * in_w;
+// check(oh, ow, idx) returns 1 when idx lies in that output's window (add the
+// gradient), 2 when the window holds no input at all and idx is the index the
+// forward gives such a window (accepted, no gradient), 0 when bad.
+template <typename T, typename Check>
+int64_t scatter_plane(const T* gyp, const int64_t* ip, T* gxp, int64_t plane_in, int64_t out_h, int64_t out_w,
+                      Check check) {
     std::fill(gxp, gxp + plane_in, T(0));
-    int64_t first_bad = -1;
-    // row = idx / in_w through a double reciprocal (exact after the fix-up for
-    // idx < 2^52; larger planes use the integer division).
-    const bool fast = plane_in < (int64_t(1) << 52);
-    const double inv = in_w > 0 ? 1.0 / static_cast<double>(in_w) : 0.0;
     for (int64_t oh = 0; oh < out_h; ++oh) {
         for (int64_t ow = 0; ow < out_w; ++ow) {
             const int64_t o = oh * out_w + ow;
             const int64_t idx = ip[o];
-            bool valid = idx >= 0 && idx < plane_in;
-            if (valid) {
-                int64_t row;
-                if (fast) {
-                    row = static_cast<int64_t>(static_cast<double>(idx) * inv);
-                    if (row * in_w > idx) --row;
-                    else if ((row + 1) * in_w <= idx) ++row;
-                } else {
-                    row = idx / in_w;
-                }
-                valid = ok(oh, ow, row, idx - row * in_w);
-            }
-            if (valid)
+            const int c = check(oh, ow, idx);
+            if (c == 1)
                 gxp[idx] += gyp[o];
-            else if (first_bad < 0)
-                first_bad = o;
+            else if (c == 0)
+                return o;  // grad_x is unspecified from here on
         }
     }
-    return first_bad;
+    return -1;
 }
 
 // Avg-pool backward of one plane in torch's scatter order, tap-major: for
@@ -350,15 +354,21 @@ int64_t max_pool2d_backward(const PoolGeometry& g, const T* grad_y, const int64_
     const int64_t dh = g.dilation_h, dw = g.dilation_w;
     const MaxAxis* hp = ha.data();
     const MaxAxis* wp = wa.data();
-    auto ok = [hp, wp, dh, dw](int64_t oh, int64_t ow, int64_t row, int64_t col) {
+    const int64_t in_w = g.in_w;
+    const RowDiv rowdiv(in_w, plane_in);
+    auto check = [hp, wp, dh, dw, in_w, plane_in, &rowdiv](int64_t oh, int64_t ow, int64_t idx) -> int {
         const MaxAxis& h = hp[oh];
         const MaxAxis& w = wp[ow];
+        if (h.lo >= h.hi || w.lo >= w.hi)  // window of padding only: -inf, index h.lo*W + w.lo
+            return idx == h.lo * in_w + w.lo ? 2 : 0;
+        if (idx < 0 || idx >= plane_in) return 0;
+        const int64_t row = rowdiv(idx), col = idx - row * in_w;
         return row >= h.lo && row < h.hi && col >= w.lo && col < w.hi &&
                (dh == 1 || (row - h.start) % dh == 0) && (dw == 1 || (col - w.start) % dw == 0);
     };
     parallel_planes(g.planes, g.planes * (plane_in + plane_out), [&](int64_t p) {
-        bad[p] = scatter_plane(grad_y + p * plane_out, indices + p * plane_out, grad_x + p * plane_in, g.in_h,
-                               g.in_w, g.out_h, g.out_w, ok);
+        bad[p] = scatter_plane(grad_y + p * plane_out, indices + p * plane_out, grad_x + p * plane_in, plane_in,
+                               g.out_h, g.out_w, check);
     });
     for (int64_t p = 0; p < g.planes; ++p)
         if (bad[p] >= 0) return p * plane_out + bad[p];
@@ -742,13 +752,17 @@ int64_t adaptive_max_pool2d_backward(const AdaptiveGeometry& g, const T* grad_y,
         w1[o] = adaptive_end(o, g.out_w, g.in_w);
     }
     const int64_t *a0 = h0.data(), *a1 = h1.data(), *b0 = w0.data(), *b1 = w1.data();
-    auto ok = [a0, a1, b0, b1](int64_t oh, int64_t ow, int64_t row, int64_t col) {
+    const int64_t in_w = g.in_w;
+    const RowDiv rowdiv(in_w, plane_in);
+    auto check = [a0, a1, b0, b1, in_w, plane_in, &rowdiv](int64_t oh, int64_t ow, int64_t idx) -> int {
+        if (idx < 0 || idx >= plane_in) return 0;
+        const int64_t row = rowdiv(idx), col = idx - row * in_w;
         return row >= a0[oh] && row < a1[oh] && col >= b0[ow] && col < b1[ow];
     };
     std::vector<int64_t> bad(static_cast<size_t>(g.planes), -1);
     parallel_planes(g.planes, g.planes * (plane_in + plane_out), [&](int64_t p) {
-        bad[p] = scatter_plane(grad_y + p * plane_out, indices + p * plane_out, grad_x + p * plane_in, g.in_h,
-                               g.in_w, g.out_h, g.out_w, ok);
+        bad[p] = scatter_plane(grad_y + p * plane_out, indices + p * plane_out, grad_x + p * plane_in, plane_in,
+                               g.out_h, g.out_w, check);
     });
     for (int64_t p = 0; p < g.planes; ++p)
         if (bad[p] >= 0) return p * plane_out + bad[p];
