@@ -446,3 +446,40 @@ def test_conv2d_outputs_are_fresh_arrays(rng):
     assert not np.shares_memory(y1, x)
     y1[...] = 0
     assert_close(y2, ref.conv2d(x, w))
+
+
+# --------------------------------------------------------------------------- #
+# larger shapes: GEMM tiling edges and cache blocking of the native kernels
+# --------------------------------------------------------------------------- #
+
+LARGE_CASES = {
+    "tile_edges": dict(n=3, c=17, h=13, w=11, k=33, kernel=(3, 3), kw=dict(padding=1)),
+    "deep_reduction": dict(n=1, c=40, h=9, w=10, k=37, kernel=(3, 3), kw=dict(stride=2, padding=1)),
+    "deep_1x1": dict(n=2, c=300, h=5, w=7, k=19, kernel=(1, 1), kw={}),
+    "groups_large": dict(n=2, c=24, h=11, w=9, k=36, kernel=(3, 2), kw=dict(groups=3, dilation=(1, 2), padding="same")),
+    "depthwise_large": dict(n=2, c=32, h=15, w=14, k=32, kernel=(5, 5), kw=dict(groups=32, padding=2, stride=(1, 2))),
+    "wide_rows": dict(n=1, c=5, h=3, w=131, k=7, kernel=(3, 5), kw=dict(padding=((1, 1), (2, 2)))),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", list(LARGE_CASES))
+def test_conv2d_large_shapes(rng, isa, name, dtype):
+    case = LARGE_CASES[name]
+    x, w, b, gy = conv_inputs(rng, case, dtype)
+    up = lambda a: a.astype(np.float64)  # noqa: E731
+    rtol = F64_RTOL if dtype == np.float64 else 1e-4
+    assert_close(convkit.conv2d(x, w, b, **case["kw"]), ref.conv2d(up(x), up(w), up(b), **case["kw"]), rtol,
+                 dtype=dtype)
+    for g, e in zip(convkit.conv2d_backward(gy, x, w, **case["kw"]),
+                    ref.conv2d_backward(up(gy), up(x), up(w), **case["kw"])):
+        assert_close(g, e, rtol, dtype=dtype)
+    # the same weights used as a transposed convolution (input gy, output like x)
+    kwt = {k: v for k, v in case["kw"].items() if k in ("stride", "groups", "dilation")}
+    if isinstance(case["kw"].get("padding", 0), int):
+        kwt["padding"] = case["kw"].get("padding", 0)
+        out = convkit.conv_transpose2d(gy, w, None, **kwt)
+        assert_close(out, ref.conv_transpose2d(up(gy), up(w), None, **kwt), rtol, dtype=dtype)
+        for g, e in zip(convkit.conv_transpose2d_backward(up(out).astype(dtype), gy, w, **kwt),
+                        ref.conv_transpose2d_backward(up(out), up(gy), up(w), **kwt)):
+            assert_close(g, e, rtol, dtype=dtype)

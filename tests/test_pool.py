@@ -664,3 +664,57 @@ def test_adaptive_hypothesis(isa, h, w, oh, ow, seed, ties):
     assert_close(convkit.adaptive_max_pool2d_backward(gy, x, idx), ref.adaptive_max_pool2d_backward(gy, x, idx))
     assert_close(convkit.adaptive_avg_pool2d(x, (oh, ow)), ref.adaptive_avg_pool2d(x, (oh, ow)))
     assert_close(convkit.adaptive_avg_pool2d_backward(gy, x), ref.adaptive_avg_pool2d_backward(gy, x))
+
+
+# --------------------------------------------------------------------------- #
+# widths around the SIMD row kernels' vector lengths
+# --------------------------------------------------------------------------- #
+
+ROW_CONFIGS = [
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=1, padding=1),
+    dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1)),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=(1, 4), stride=(1, 3), padding=(0, 2), ceil_mode=True),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cfg", range(len(ROW_CONFIGS)))
+def test_pools_simd_row_widths(rng, isa, cfg, dtype):
+    kw = ROW_CONFIGS[cfg]
+    for w in (1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 64, 65, 70):
+        kh, kwid = as_pair(kw["kernel_size"])
+        if w + 2 * as_pair(kw.get("padding", 0))[1] < kwid:
+            continue
+        x = rng.standard_normal((2, 3, 5, w)).astype(dtype)
+        x[0, 1, 2, w // 2] = np.nan
+        x64 = x.astype(np.float64)
+        msg = f"w={w} {kw}"
+        y, idx = convkit.max_pool2d(x, return_indices=True, **kw)
+        ey, ei = ref.max_pool2d(x64, return_indices=True, **kw)
+        assert_bitwise_equal(y.astype(np.float64), ey, msg)
+        assert_bitwise_equal(idx, ei, msg)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        rtol = F64_RTOL if dtype == np.float64 else F32_RTOL
+        assert_close(convkit.max_pool2d_backward(gy, x, idx, **kw),
+                     ref.max_pool2d_backward(gy.astype(np.float64), x64, ei, **kw), rtol, err_msg=msg)
+        avg_kw = {k: v for k, v in kw.items() if k != "dilation"}
+        for cip in (True, False):
+            assert_close(convkit.avg_pool2d(x, count_include_pad=cip, **avg_kw),
+                         ref.avg_pool2d(x64, count_include_pad=cip, **avg_kw), rtol, dtype=dtype, err_msg=msg)
+            assert_close(convkit.avg_pool2d_backward(gy, x, count_include_pad=cip, **avg_kw),
+                         ref.avg_pool2d_backward(gy.astype(np.float64), x64, count_include_pad=cip, **avg_kw),
+                         rtol, dtype=dtype, err_msg=msg)
+        lp_kw = {k: v for k, v in avg_kw.items() if k != "padding"}
+        xp = np.abs(x) + 0.1
+        xp[np.isnan(xp)] = 1.0
+        for norm in (2.0, 1.5) if w >= kwid else ():
+            assert_close(convkit.lp_pool2d(xp, norm, **lp_kw), ref.lp_pool2d(xp.astype(np.float64), norm, **lp_kw),
+                         rtol, dtype=dtype, err_msg=msg)
+        ya, ia = convkit.adaptive_max_pool2d(x, (3, max(1, w // 3)), return_indices=True)
+        eya, eia = ref.adaptive_max_pool2d(x64, (3, max(1, w // 3)), return_indices=True)
+        assert_bitwise_equal(ya.astype(np.float64), eya, msg)
+        assert_bitwise_equal(ia, eia, msg)
+        assert_close(convkit.adaptive_avg_pool2d(x, (3, max(1, w // 3))),
+                     ref.adaptive_avg_pool2d(x64, (3, max(1, w // 3))), rtol, dtype=dtype, err_msg=msg)
