@@ -92,9 +92,79 @@ inline void valid_cols(int64_t off, int64_t stride, int64_t in_w, int64_t out_w,
 
 // dst[q - q0] = x_plane value read by output pixel q (linear over out_h*out_w)
 // through kernel tap (r, s), zero when outside the input. q in [q0, q0+n).
+// Destinations for im2col rows: a plain array, or the panels of a packed GEMM
+// B block (value q goes to dst[(q / nr) * panel_stride + q % nr]).
 template <typename T>
-void im2col_row(const ConvGeometry& g, const T* xp, int64_t r, int64_t s, int64_t q0, int64_t n,
-                T* dst) {
+struct LinearWriter {
+    T* d;
+    void zero(int64_t n) {
+        for (int64_t i = 0; i < n; ++i) d[i] = T(0);
+        d += n;
+    }
+    void copy(const T* s, int64_t n) {
+        for (int64_t i = 0; i < n; ++i) d[i] = s[i];
+        d += n;
+    }
+    void gather(const T* s, int64_t stride, int64_t n) {
+        for (int64_t i = 0; i < n; ++i) d[i] = s[i * stride];
+        d += n;
+    }
+};
+
+template <typename T>
+struct StridedWriter {  // value i goes to d[i * st]
+    T* d;
+    int64_t st;
+    void zero(int64_t n) {
+        for (int64_t i = 0; i < n; ++i) d[i * st] = T(0);
+        d += n * st;
+    }
+    void copy(const T* s, int64_t n) {
+        for (int64_t i = 0; i < n; ++i) d[i * st] = s[i];
+        d += n * st;
+    }
+    void gather(const T* s, int64_t stride, int64_t n) {
+        for (int64_t i = 0; i < n; ++i) d[i * st] = s[i * stride];
+        d += n * st;
+    }
+};
+
+template <typename T>
+struct PanelWriter {
+    T* panel;          // current panel row start
+    int64_t nr, stride, col = 0;
+    template <class F>
+    void run(int64_t n, F&& f) {  // f(dst, count, offset)
+        int64_t done = 0;
+        while (done < n) {
+            const int64_t take = std::min(n - done, nr - col);
+            f(panel + col, take, done);
+            done += take;
+            col += take;
+            if (col == nr) {
+                col = 0;
+                panel += stride;
+            }
+        }
+    }
+    void zero(int64_t n) {
+        run(n, [](T* d, int64_t c, int64_t) { for (int64_t i = 0; i < c; ++i) d[i] = T(0); });
+    }
+    void copy(const T* s, int64_t n) {
+        run(n, [s](T* d, int64_t c, int64_t o) { for (int64_t i = 0; i < c; ++i) d[i] = s[o + i]; });
+    }
+    void gather(const T* s, int64_t st, int64_t n) {
+        run(n, [s, st](T* d, int64_t c, int64_t o) {
+            for (int64_t i = 0; i < c; ++i) d[i] = s[(o + i) * st];
+        });
+    }
+};
+
+// Writes the x_plane values read by output pixels q in [q0, q0+n) (linear
+// over out_h*out_w) through kernel tap (r, s); zero outside the input.
+template <typename T, class Writer>
+void im2col_row_to(const ConvGeometry& g, const T* xp, int64_t r, int64_t s, int64_t q0, int64_t n,
+                   Writer& out) {
     if (n <= 0) return;
     const int64_t OW = g.out_w, H = g.in_h, W = g.in_w, sw = g.stride_w;
     int64_t oh = q0 / OW, ow = q0 % OW;
@@ -106,24 +176,29 @@ void im2col_row(const ConvGeometry& g, const T* xp, int64_t r, int64_t s, int64_
         const int64_t end = ow + std::min(n, OW - ow);
         const int64_t ih = oh * g.stride_h + off_h;
         if (ih < 0 || ih >= H) {
-            for (int64_t o = ow; o < end; ++o) *dst++ = T(0);
+            out.zero(end - ow);
         } else {
             const T* xr = xp + ih * W;
             const int64_t a = std::min(std::max(lo, ow), end);
             const int64_t b = std::min(std::max(hi, a), end);
-            for (int64_t o = ow; o < a; ++o) *dst++ = T(0);
-            if (sw == 1) {
-                for (int64_t o = a; o < b; ++o) dst[o - a] = xr[o + off_w];
-                dst += b - a;
-            } else {
-                for (int64_t o = a; o < b; ++o) *dst++ = xr[o * sw + off_w];
+            out.zero(a - ow);
+            if (b > a) {
+                if (sw == 1) out.copy(xr + (a + off_w), b - a);
+                else out.gather(xr + (a * sw + off_w), sw, b - a);
             }
-            for (int64_t o = b; o < end; ++o) *dst++ = T(0);
+            out.zero(end - b);
         }
         n -= end - ow;
         ++oh;
         ow = 0;
     }
+}
+
+template <typename T>
+void im2col_row(const ConvGeometry& g, const T* xp, int64_t r, int64_t s, int64_t q0, int64_t n,
+                T* dst) {
+    LinearWriter<T> w{dst};
+    im2col_row_to(g, xp, r, s, q0, n, w);
 }
 
 // Adjoint of im2col_row: x_plane[...] += src[q - q0] for every in-range read.
@@ -370,8 +445,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     const int64_t mchunks = ceil_div(Kg, mrows);
     const int64_t tasks = N * G * tiles * mchunks;
 
-    const int64_t row_len = round_up(npt, kr.nr);
-    Scratch<T> scratch(nt, gemm_scratch_size(kr) + row_len);
+    Scratch<T> scratch(nt, gemm_scratch_size(kr));
 
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -383,7 +457,6 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
         const int64_t m0 = mc * mrows, mcount = std::min(mrows, Kg - m0);
         const int64_t q0 = tile * npt, qcount = std::min(npt, P - q0);
         T* buf = scratch.get(thread_id());
-        T* rowbuf = buf + gemm_scratch_size(kr);
         const T* wg = w + (gi * Kg + m0) * CRS;
         const T* xg = x + (n * C + gi * Cg) * H * W;
         const int64_t mr = kr.mr, nr = kr.nr;
@@ -391,24 +464,15 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
             pack_a_strided(wg, CRS, int64_t(1), mr, i0, mb, p0, kb, dst);
         };
         auto pack_b = [&](int64_t p0, int64_t kb, int64_t j0, int64_t nb, T* dst) {
+            const int64_t pad = round_up(nb, nr) - nb;
             for (int64_t kk = 0; kk < kb; ++kk) {
                 const int64_t k = p0 + kk;
                 const int64_t c = k / RS, rs = k % RS;
                 const T* xp = xg + c * H * W;
-                const T* src;
-                if (pointwise) {
-                    src = xp + q0 + j0;
-                } else {
-                    im2col_row(g, xp, rs / S, rs % S, q0 + j0, nb, rowbuf);
-                    src = rowbuf;
-                }
-                for (int64_t jp = 0; jp < nb; jp += nr) {
-                    const int64_t nn = std::min(nr, nb - jp);
-                    T* d = dst + (jp / nr) * kb * nr + kk * nr;
-                    const T* s = src + jp;
-                    for (int64_t j = 0; j < nn; ++j) d[j] = s[j];
-                    for (int64_t j = nn; j < nr; ++j) d[j] = T(0);
-                }
+                PanelWriter<T> pw{dst + kk * nr, nr, kb * nr};
+                if (pointwise) pw.copy(xp + q0 + j0, nb);
+                else im2col_row_to(g, xp, rs / S, rs % S, q0 + j0, nb, pw);
+                pw.zero(pad);
             }
         };
         T* yc = y + (n * K + gi * Kg + m0) * P + q0;
@@ -567,7 +631,7 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
     const int64_t tasks = nb_chunks * G * nchunks * mchunks;
 
     Scratch<T> partial(1, nb_chunks > 1 ? nb_chunks * wsize : 1, 1);
-    Scratch<T> scratch(nt, gemm_scratch_size(kr) + kr.kc);
+    Scratch<T> scratch(nt, gemm_scratch_size(kr));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
         int64_t rem = t;
@@ -579,7 +643,6 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
         const int64_t j0 = nc * ncols, jcount = std::min(ncols, CRS - j0);
         const int64_t n_begin = b * N / nb_chunks, n_end = (b + 1) * N / nb_chunks;
         T* buf = scratch.get(thread_id());
-        T* rowbuf = buf + gemm_scratch_size(kr);
         T* target = nb_chunks > 1 ? partial.get(0) + b * wsize : grad_w;
         T* cptr = target + (gi * Kg + m0) * CRS + j0;
         for (int64_t n = n_begin; n < n_end; ++n) {
@@ -598,14 +661,9 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
                     }
                     const int64_t j = j0 + jc + jj, c = j / RS, rs = j % RS;
                     const T* xp = xg + c * H * W;
-                    const T* src;
-                    if (pointwise) {
-                        src = xp + p0;
-                    } else {
-                        im2col_row(g, xp, rs / S, rs % S, p0, kb, rowbuf);
-                        src = rowbuf;
-                    }
-                    for (int64_t l = 0; l < kb; ++l) d[l * nr] = src[l];
+                    StridedWriter<T> sw{d, nr};
+                    if (pointwise) sw.copy(xp + p0, kb);
+                    else im2col_row_to(g, xp, rs / S, rs % S, p0, kb, sw);
                 }
             };
             gemm_run(kr, mcount, jcount, P, pack_a, pack_b, cptr, CRS, n != n_begin,

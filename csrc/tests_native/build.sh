@@ -3,8 +3,11 @@
 # Usage: csrc/tests_native/build.sh [OUT] [extra flags, e.g. -fsanitize=address,undefined -g]
 set -e
 cd "$(dirname "$0")/../.."
-OUT=${1:-/tmp/conv_test}
-[ $# -gt 0 ] && shift
+OUT=/tmp/conv_test
+case "${1:-}" in
+    -*|"") ;;
+    *) OUT=$1; shift ;;
+esac
 CXX=${CXX:-g++}
 FLAGS="-O3 -fno-math-errno -std=c++17 -fopenmp -Icsrc -DCONVKIT_HAVE_AVX2=1 -DCONVKIT_HAVE_AVX512=1 $*"
 TMP=$(mktemp -d)

@@ -1,16 +1,10 @@
 // Standalone test + benchmark for the conv2d kernels (not built by CMake).
 //
-// Build (from the repo root):
-//   g++ -O3 -std=c++17 -fopenmp -Icsrc -DCONVKIT_HAVE_AVX2 -DCONVKIT_HAVE_AVX512 -c \
-//       csrc/kernels/gemm_6x16_avx2.cpp -mavx2 -mfma -o /tmp/ck_avx2.o
-//   g++ ... -c csrc/kernels/gemm_8x32_avx512.cpp -mavx512f -mavx512vl -mavx512bw \
-//       -mavx512dq -mavx2 -mfma -o /tmp/ck_avx512.o
-//   g++ -O3 -std=c++17 -fopenmp -Icsrc -DCONVKIT_HAVE_AVX2 -DCONVKIT_HAVE_AVX512 \
-//       csrc/tests_native/conv_test.cpp csrc/conv2d.cpp csrc/gemm.cpp \
-//       csrc/kernels/gemm_4x8_generic.cpp csrc/parallel.cpp csrc/cpu_features.cpp \
-//       /tmp/ck_avx2.o /tmp/ck_avx512.o -o /tmp/conv_test
-// (csrc/tests_native/build.sh does exactly this.)
-//
+// Build (from the repo root): csrc/tests_native/build.sh [OUT] [extra flags]
+// It compiles csrc/kernels/gemm_*_avx2.cpp with -mavx2 -mfma and
+// gemm_*_avx512.cpp with -mavx512f/vl/bw/dq (as CMake does), everything else
+// portably, all with -O3 -fopenmp -DCONVKIT_HAVE_AVX2 -DCONVKIT_HAVE_AVX512.
+// Sanitizers: csrc/tests_native/build.sh /tmp/conv_test_asan -g -fsanitize=address,undefined
 // Usage: conv_test [test [iterations] | bench [reps [isa [layer-substring]]]]
 #include <chrono>
 #include <cmath>
