@@ -148,7 +148,8 @@ Outputs<T> run_all(const ConvGeometry& g, const std::vector<T>& x, const std::ve
 }
 
 template <typename T>
-bool check_geometry(const ConvGeometry& g, std::mt19937_64& rng, const std::vector<Isa>& isas) {
+bool check_geometry(const ConvGeometry& g, std::mt19937_64& rng, const std::vector<Isa>& isas,
+                    const std::vector<int>& thread_counts = {1, 2, 3}) {
     std::uniform_real_distribution<double> U(-1.0, 1.0);
     std::vector<T> x(g.x_size()), w(g.w_size()), bias(g.out_channels), gy(g.y_size());
     for (auto& v : x) v = T(U(rng));
@@ -163,7 +164,7 @@ bool check_geometry(const ConvGeometry& g, std::mt19937_64& rng, const std::vect
     for (Isa isa : isas) {
         set_active_isa(isa);
         Outputs<T> base;
-        for (int threads : {1, 2, 3}) {
+        for (int threads : thread_counts) {
             set_num_threads(threads);
             Outputs<T> o = run_all(g, x, w, bias, gy);
             char ctx[64];
@@ -264,11 +265,16 @@ int run_tests(int iterations) {
         make(2, 16, 3, 3, 1, 3, 3, 1, 1, 1, 1),       // K = 1
         make(0, 4, 5, 5, 6, 3, 3, 1, 1, 1, 2),        // batch 0
         make(1, 2, 1, 1, 2, 1, 1, 3, 2, 1, 1),        // tiny with big padding
+        make(3, 5, 11, 9, 5, 3, 3, 2, 1, 1, 5),       // depthwise stride 2
+        make(2, 3, 9, 9, 6, 3, 3, 2, 1, 1, 3),        // depth multiplier 2
+        make(9, 1, 12, 12, 8, 3, 3, 1, 1, 1, 1),      // MNIST-like (direct backward weight)
+        make(2, 6, 9, 9, 4, 1, 1, 2, 0, 1, 1),        // 1x1 stride 2
+        make(1, 600, 23, 23, 4, 3, 3, 1, 1, 1, 1),    // many col rows (backward-data row blocks)
     };
     int failures = 0;
     for (const auto& g : fixed) {
-        if (!check_geometry<float>(g, rng, isas)) ++failures;
-        if (!check_geometry<double>(g, rng, isas)) ++failures;
+        if (!check_geometry<float>(g, rng, isas, {1, 2, 3, 8})) ++failures;
+        if (!check_geometry<double>(g, rng, isas, {1, 2, 3, 8})) ++failures;
     }
     for (int it = 0; it < iterations; ++it) {
         ConvGeometry g = random_geometry(rng);
@@ -276,7 +282,7 @@ int run_tests(int iterations) {
         if (!check_geometry<double>(g, rng, isas)) ++failures;
         if (failures > 5) break;
     }
-    std::printf("%s: %d failures (%zu fixed + %d random geometries, f32+f64, threads 1/2/3)\n",
+    std::printf("%s: %d failures (%zu fixed + %d random geometries, f32+f64, threads 1/2/3 (+8 on fixed))\n",
                 failures ? "FAILED" : "OK", failures, fixed.size(), iterations);
     return failures ? 1 : 0;
 }
