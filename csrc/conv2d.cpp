@@ -371,28 +371,32 @@ void direct_backward_data(const ConvGeometry& g, const T* gy, const T* w, T* gx)
 // (k, tap) pair with fixed-lane dot products. Per output the order is
 // (image, chunk, pixel), fixed by the geometry; lanes are combined pairwise.
 template <typename T>
-void direct_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* gw) {
+void direct_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* grad_w,
+                            int64_t nb_chunks, T* partial) {
     const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
     const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
     const int64_t Cg = C / G, Kg = K / G, RS = R * S, P = g.out_h * g.out_w;
+    const int64_t wsize = g.w_size();
     const int nt = num_threads();
     constexpr int L = kDotLanes;
     const int64_t pc = std::max<int64_t>(L, std::min(round_up(P, L), (int64_t(4096) / RS) / L * L));
-    const int64_t ksplit = split_for(C, Kg, 2 * int64_t(nt));
+    const int64_t ksplit = split_for(nb_chunks * C, Kg, 2 * int64_t(nt));
     const int64_t kblk = ceil_div(Kg, ksplit);
     const int64_t kblocks = ceil_div(Kg, kblk);
-    const int64_t tasks = C * kblocks;
+    const int64_t tasks = nb_chunks * C * kblocks;
     const DirectDotFn<T> dot = direct_dot_kernel_for<T>(active_isa());
     Scratch<T> scratch(nt, kblk * RS * L + RS * pc);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
-        const int64_t c = t / kblocks, kb = t % kblocks;
+        const int64_t kb = t % kblocks, c = (t / kblocks) % C, b = t / (kblocks * C);
         const int64_t gi = c / Cg, cl = c % Cg;
+        const int64_t n_begin = b * N / nb_chunks, n_end = (b + 1) * N / nb_chunks;
+        T* gw = nb_chunks > 1 ? partial + b * wsize : grad_w;
         const int64_t k0 = gi * Kg + kb * kblk, kcount = std::min(kblk, Kg - kb * kblk);
         T* lanes = scratch.get(thread_id());
         T* col = lanes + kblk * RS * L;
         for (int64_t i = 0; i < kcount * RS * L; ++i) lanes[i] = T(0);
-        for (int64_t n = 0; n < N; ++n) {
+        for (int64_t n = n_begin; n < n_end; ++n) {
             const T* xp = x + (n * C + c) * H * W;
             for (int64_t q0 = 0; q0 < P; q0 += pc) {
                 const int64_t qn = std::min(pc, P - q0);
@@ -440,7 +444,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     const int64_t npt = std::min(P, round_up(ceil_div(P, tiles0), kr.nr));
     const int64_t tiles = ceil_div(P, npt);
     const int64_t mpanels = ceil_div(Kg, kr.mr);
-    const int64_t msplit = split_for(N * G * tiles, mpanels, 2 * int64_t(nt));
+    const int64_t msplit = split_for(N * G * tiles, mpanels, int64_t(nt));
     const int64_t mrows = ceil_div(mpanels, msplit) * kr.mr;
     const int64_t mchunks = ceil_div(Kg, mrows);
     const int64_t tasks = N * G * tiles * mchunks;
@@ -518,7 +522,7 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
         const int64_t npt = std::min(P, round_up(ceil_div(P, tiles0), nr));
         const int64_t tiles = ceil_div(P, npt);
         const int64_t mpanels = ceil_div(Cg, mr);
-        const int64_t msplit = split_for(N * G * tiles, mpanels, 2 * int64_t(nt));
+        const int64_t msplit = split_for(N * G * tiles, mpanels, int64_t(nt));
         const int64_t mrows = ceil_div(mpanels, msplit) * mr;
         const int64_t mchunks = ceil_div(Cg, mrows);
         const int64_t tasks = N * G * tiles * mchunks;
@@ -599,26 +603,20 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
 
 // ---------------------------------------------------------------- backward weight
 
+// Backward weight by GEMM: grad_w[g] (Kg x C*R*S) = sum over images of
+// grad_y[n, g] (Kg x P) * im2col[n, g]^T (P x C*R*S); one task per (batch
+// chunk, group, column block, row block), images summed in order.
 template <typename T>
-void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T* grad_w) {
-    const int64_t wsize = g.w_size();
-    if (wsize <= 0) return;
+void gemm_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T* grad_w,
+                          int64_t nb_chunks, T* partial_buf) {
     const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
     const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
     const int64_t Cg = C / G, Kg = K / G, P = g.out_h * g.out_w, RS = R * S, CRS = Cg * RS;
-    if (N == 0 || P == 0) {
-        std::memset(grad_w, 0, sizeof(T) * static_cast<size_t>(wsize));
-        return;
-    }
-    if (use_direct_backward_weight(g)) return direct_backward_weight(g, grad_y, x, grad_w);
+    const int64_t wsize = g.w_size();
     const GemmKernel<T> kr = gemm_kernel<T>();
     const int nt = num_threads();
     const int64_t mr = kr.mr, nr = kr.nr;
     const bool pointwise = is_pointwise_identity(g);
-
-    // Batch chunks: a function of the geometry only (bounded partial buffers).
-    const int64_t partial_budget = (int64_t(4) << 20) / int64_t(sizeof(T));  // 4 MiB
-    const int64_t nb_chunks = std::max<int64_t>(1, std::min<int64_t>({N, 16, partial_budget / wsize}));
     // Split outputs: columns (C*R*S) then rows (K).
     const int64_t npanels = ceil_div(CRS, nr);
     const int64_t nsplit = split_for(nb_chunks * G, npanels, 2 * int64_t(nt));
@@ -630,7 +628,6 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
     const int64_t mchunks = ceil_div(Kg, mrows);
     const int64_t tasks = nb_chunks * G * nchunks * mchunks;
 
-    Scratch<T> partial(1, nb_chunks > 1 ? nb_chunks * wsize : 1, 1);
     Scratch<T> scratch(nt, gemm_scratch_size(kr));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -643,7 +640,7 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
         const int64_t j0 = nc * ncols, jcount = std::min(ncols, CRS - j0);
         const int64_t n_begin = b * N / nb_chunks, n_end = (b + 1) * N / nb_chunks;
         T* buf = scratch.get(thread_id());
-        T* target = nb_chunks > 1 ? partial.get(0) + b * wsize : grad_w;
+        T* target = nb_chunks > 1 ? partial_buf + b * wsize : grad_w;
         T* cptr = target + (gi * Kg + m0) * CRS + j0;
         for (int64_t n = n_begin; n < n_end; ++n) {
             const T* yg = grad_y + (n * K + gi * Kg + m0) * P;
@@ -669,6 +666,30 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
             gemm_run(kr, mcount, jcount, P, pack_a, pack_b, cptr, CRS, n != n_begin,
                      static_cast<const T*>(nullptr), buf);
         }
+    }
+}
+
+
+template <typename T>
+void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T* grad_w) {
+    const int64_t wsize = g.w_size();
+    if (wsize <= 0) return;
+    const int64_t P = g.out_h * g.out_w;
+    if (g.batch == 0 || P == 0) {
+        std::memset(grad_w, 0, sizeof(T) * static_cast<size_t>(wsize));
+        return;
+    }
+    const int64_t N = g.batch;
+    const int nt = num_threads();
+
+    // Batch chunks: a function of the geometry only (bounded partial buffers).
+    const int64_t partial_budget = (int64_t(4) << 20) / int64_t(sizeof(T));  // 4 MiB
+    const int64_t nb_chunks = std::max<int64_t>(1, std::min<int64_t>({N, 16, partial_budget / wsize}));
+    Scratch<T> partial(1, nb_chunks > 1 ? nb_chunks * wsize : 1, 1);
+    if (use_direct_backward_weight(g)) {
+        direct_backward_weight(g, grad_y, x, grad_w, nb_chunks, partial.get(0));
+    } else {
+        gemm_backward_weight(g, grad_y, x, grad_w, nb_chunks, partial.get(0));
     }
     if (nb_chunks > 1) {
         const T* pp = partial.get(0);
