@@ -718,3 +718,21 @@ def test_pools_simd_row_widths(rng, isa, cfg, dtype):
         assert_bitwise_equal(ia, eia, msg)
         assert_close(convkit.adaptive_avg_pool2d(x, (3, max(1, w // 3))),
                      ref.adaptive_avg_pool2d(x64, (3, max(1, w // 3))), rtol, dtype=dtype, err_msg=msg)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=1, padding=1),
+                                dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)], ids=["k2", "k3s1", "k3s2"])
+def test_max_pool2d_signed_zeros_first_wins(rng, isa, kw, dtype):
+    """-0.0 == 0.0, so the first of them in the window wins, sign included
+    (a SIMD max that returns its second operand on ties gets this wrong)."""
+    x = rng.choice(np.array([-0.0, 0.0], dtype=dtype), size=(2, 3, 6, 37))
+    by, bi = brute_max_pool(x, **kw)
+    y, idx = convkit.max_pool2d(x, return_indices=True, **kw)
+    assert_bitwise_equal(idx, bi)
+    assert_bitwise_equal(y, by)
+    assert_bitwise_equal(convkit.max_pool2d(x, **kw), by)
+    ya, ia = convkit.adaptive_max_pool2d(x, (4, 11), return_indices=True)
+    eya, eia = brute_adaptive_max(x, (4, 11))
+    assert_bitwise_equal(ia, eia)
+    assert_bitwise_equal(ya, eya)

@@ -103,3 +103,48 @@ def test_concurrent_calls_from_python_threads(restore_threads):
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+def test_many_threads_more_than_work(restore_threads):
+    """More threads than cores or than work items still gives the same bits."""
+    for name in ("conv2d", "conv2d_backward", "max_pool2d_backward", "lp_pool2d_backward"):
+        make, call = OPS[name]
+        arrays = make(np.random.default_rng(21), np.float32, False)
+        convkit.set_num_threads(1)
+        one = call(convkit, arrays)
+        convkit.set_num_threads(7)
+        many = call(convkit, arrays)
+        for a, b in zip(one, many):
+            assert_bitwise_equal(a, b, name)
+
+
+def _run(code, **env_extra):
+    import os
+    import subprocess
+    import sys
+
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(convkit.__file__)))
+    env = dict(os.environ, **env_extra)
+    env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_omp_num_threads_sets_default():
+    proc = _run("import convkit; print(convkit.get_num_threads())", OMP_NUM_THREADS="3")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "3"
+
+
+def test_isa_selection():
+    if not (hasattr(convkit, "info") and hasattr(convkit, "set_isa")):
+        pytest.skip("convkit.info()/set_isa() not available")
+    supported = convkit.info()["supported_isas"]
+    assert "generic" in supported
+    for name in supported:
+        proc = _run("import convkit; print(convkit.info()['isa'])", CONVKIT_ISA=name)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == name
+    original = convkit.info()["isa"]
+    with pytest.raises((ValueError, TypeError)):
+        convkit.set_isa("sse9000")
+    assert convkit.info()["isa"] == original
