@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -324,7 +325,10 @@ def run_isolated(body, allowed=("ValueError", "MemoryError"), timeout=120):
     env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("OMP_NUM_THREADS", "2")
     code = _PRELUDE.format(allowed=repr(set(allowed)), body=textwrap.indent(textwrap.dedent(body), "    "))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
+    # Run outside the source tree so the installed package (with its compiled
+    # extension) is imported, not the bare source folder.
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=tempfile.gettempdir())
     assert proc.returncode >= 0, (f"child killed by signal {-proc.returncode}\nstdout: {proc.stdout}\n"
                                   f"stderr: {proc.stderr[-3000:]}")
     return proc

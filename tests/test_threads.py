@@ -122,11 +122,13 @@ def _run(code, **env_extra):
     import os
     import subprocess
     import sys
+    import tempfile
 
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(convkit.__file__)))
     env = dict(os.environ, **env_extra)
     env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=tempfile.gettempdir())
 
 
 def test_omp_num_threads_sets_default():
