@@ -246,6 +246,20 @@ inline bool use_direct(const ConvGeometry& g) {
     return Cg == 1 && Kg == 1;
 }
 
+// Pixel tile (multiple of nr, about nc pixels) for GEMMs whose results do not
+// depend on the tiling: when there are few tiles, their number is made a
+// multiple of the thread count so the last round of tasks is not half empty.
+inline int64_t balanced_tile(int64_t P, int64_t nc, int64_t nr, int64_t outer, int nt) {
+    int64_t tiles = ceil_div(P, nc);
+    const int64_t max_tiles = ceil_div(P, nr);
+    if (outer * tiles < 8 * int64_t(nt)) {
+        int64_t t = tiles;
+        while (t < max_tiles && (outer * t) % nt != 0) ++t;
+        if ((outer * t) % nt == 0) tiles = t;
+    }
+    return std::min(P, round_up(ceil_div(P, tiles), nr));
+}
+
 // Pick a split count (power of two, <= max_split) so that base*split >= want.
 inline int64_t split_for(int64_t base, int64_t max_split, int64_t want) {
     int64_t s = 1;
@@ -440,8 +454,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     const bool pointwise = is_pointwise_identity(g);
 
     // Pixel tiles of about kr.nc pixels, balanced, multiple of nr.
-    const int64_t tiles0 = ceil_div(P, kr.nc);
-    const int64_t npt = std::min(P, round_up(ceil_div(P, tiles0), kr.nr));
+    const int64_t npt = balanced_tile(P, kr.nc, kr.nr, N * G, nt);
     const int64_t tiles = ceil_div(P, npt);
     const int64_t mpanels = ceil_div(Kg, kr.mr);
     const int64_t msplit = split_for(N * G * tiles, mpanels, int64_t(nt));
@@ -518,8 +531,7 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
 
     if (is_pointwise_identity(g)) {
         // grad_x[n, g] (Cg x P) = W_g^T (Cg x Kg) * grad_y[n, g] (Kg x P).
-        const int64_t tiles0 = ceil_div(P, kr.nc);
-        const int64_t npt = std::min(P, round_up(ceil_div(P, tiles0), nr));
+        const int64_t npt = balanced_tile(P, kr.nc, nr, N * G, nt);
         const int64_t tiles = ceil_div(P, npt);
         const int64_t mpanels = ceil_div(Cg, mr);
         const int64_t msplit = split_for(N * G * tiles, mpanels, int64_t(nt));
