@@ -148,10 +148,12 @@ struct PanelWriter {
         }
     }
     void zero(int64_t n) {
-        run(n, [](T* d, int64_t c, int64_t) { for (int64_t i = 0; i < c; ++i) d[i] = T(0); });
+        run(n, [](T* d, int64_t c, int64_t) { std::memset(d, 0, sizeof(T) * static_cast<size_t>(c)); });
     }
     void copy(const T* s, int64_t n) {
-        run(n, [s](T* d, int64_t c, int64_t o) { for (int64_t i = 0; i < c; ++i) d[i] = s[o + i]; });
+        run(n, [s](T* d, int64_t c, int64_t o) {
+            std::memcpy(d, s + o, sizeof(T) * static_cast<size_t>(c));
+        });
     }
     void gather(const T* s, int64_t st, int64_t n) {
         run(n, [s, st](T* d, int64_t c, int64_t o) {
