@@ -861,11 +861,18 @@ def header_lines(mode: str, date: str, machine: dict, threads: int, versions: di
         "(pooling); eff: % of FP32 peak or of the copy bandwidth; vs X: time X / time convkit "
         "(median of interleaved runs)",
     ]
-    load = machine.get("loadavg_start")
-    if load is not None and load > 0.5:
-        lines.append(f"note: 1-minute load average was {load:.2f} at the start: other processes "
-                     "compete for the cores and the timings will be noisy")
     return lines
+
+
+NOISY_SHARE = 0.10  # other processes' CPU share above which a run is flagged as noisy
+
+
+def noise_note(machine: dict) -> Optional[str]:
+    share = machine.get("other_processes_cpu_share")
+    if share is None or share <= NOISY_SHARE:
+        return None
+    return (f"WARNING: other processes used {100 * share:.0f}% of the CPUs during the run: "
+            "the timings are noisy; rerun on a quiet machine")
 
 
 def run_item(layer: Layer, pass_: str, args, *, torch_ok: bool, peak: float, copy: float) -> dict:
@@ -1042,6 +1049,9 @@ def run(args) -> int:
     share = machine["other_processes_cpu_share"]
     busy = "" if share is None else f"; other processes used {100 * share:.0f}% of the CPUs meanwhile"
     print(f"{len(results)} items in {elapsed:.1f} s{busy}")
+    note = noise_note(machine)
+    if note:
+        print(note)
 
     if args.json:
         doc = {
@@ -1065,6 +1075,8 @@ def run(args) -> int:
                         f"{elapsed:.0f} s{busy}\n")
             f.write("\n" + format_table(shown, markdown=True) + "\n\n")
             f.write("\n".join(f"- {line}" for line in text.splitlines()) + "\n")
+            if note:
+                f.write(f"- {note}\n")
             cmd = "convkit bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
             if cmd:
                 f.write(f"\nCommand: `{cmd}`\n")
