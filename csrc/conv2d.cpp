@@ -642,7 +642,7 @@ void gemm_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T*
     const int64_t mchunks = ceil_div(Kg, mrows);
     const int64_t tasks = nb_chunks * G * nchunks * mchunks;
 
-    Scratch<T> scratch(nt, gemm_scratch_size(kr));
+    Scratch<T> scratch(nt, gemm_scratch_size(kr) + int64_t(kr.nr) * kr.kc);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
         int64_t rem = t;
@@ -654,6 +654,7 @@ void gemm_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T*
         const int64_t j0 = nc * ncols, jcount = std::min(ncols, CRS - j0);
         const int64_t n_begin = b * N / nb_chunks, n_end = (b + 1) * N / nb_chunks;
         T* buf = scratch.get(thread_id());
+        T* rows = buf + gemm_scratch_size(kr);
         T* target = nb_chunks > 1 ? partial_buf + b * wsize : grad_w;
         T* cptr = target + (gi * Kg + m0) * CRS + j0;
         for (int64_t n = n_begin; n < n_end; ++n) {
@@ -663,18 +664,30 @@ void gemm_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T*
                 pack_a_strided(yg, P, int64_t(1), mr, i0, mb, p0, kb, dst);
             };
             auto pack_b = [&](int64_t p0, int64_t kb, int64_t jc, int64_t nb, T* dst) {
-                const int64_t nbr = round_up(nb, nr);
-                for (int64_t jj = 0; jj < nbr; ++jj) {
-                    T* d = dst + (jj / nr) * kb * nr + jj % nr;
-                    if (jj >= nb) {
-                        for (int64_t l = 0; l < kb; ++l) d[l * nr] = T(0);
-                        continue;
+                // Per panel: nr im2col rows (pixels p0..p0+kb) side by side, then
+                // one transpose into the panel. Pointwise rows are read in place.
+                for (int64_t jp = 0; jp < nb; jp += nr) {
+                    const int64_t nn = std::min(nr, nb - jp);
+                    const int64_t jfirst = j0 + jc + jp;
+                    const T* src = rows;
+                    int64_t ld = kb;
+                    if (pointwise && nn == nr) {
+                        src = xg + jfirst * H * W + p0;
+                        ld = H * W;
+                    } else {
+                        for (int64_t jj = 0; jj < nr; ++jj) {
+                            T* row = rows + jj * kb;
+                            if (jj >= nn) {
+                                for (int64_t l = 0; l < kb; ++l) row[l] = T(0);
+                                continue;
+                            }
+                            const int64_t j = jfirst + jj, c = j / RS, rs = j % RS;
+                            const T* xp = xg + c * H * W;
+                            if (pointwise) std::memcpy(row, xp + p0, sizeof(T) * static_cast<size_t>(kb));
+                            else im2col_row(g, xp, rs / S, rs % S, p0, kb, row);
+                        }
                     }
-                    const int64_t j = j0 + jc + jj, c = j / RS, rs = j % RS;
-                    const T* xp = xg + c * H * W;
-                    StridedWriter<T> sw{d, nr};
-                    if (pointwise) sw.copy(xp + p0, kb);
-                    else im2col_row_to(g, xp, rs / S, rs % S, p0, kb, sw);
+                    kr.transpose(src, ld, nr, kb, dst + (jp / nr) * kb * nr);
                 }
             };
             gemm_run(kr, mcount, jcount, P, pack_a, pack_b, cptr, CRS, n != n_begin,

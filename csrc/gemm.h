@@ -37,6 +37,11 @@ template <typename T>
 using GemmMicroKernel = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc,
                                  int accumulate, const T* init);
 
+// Panel transpose: dst[l*rows + j] = src[j*ld + l] for j < rows, l < kb
+// (packs `rows` contiguous im2col rows as one B panel of width rows).
+template <typename T>
+using PanelTransposeFn = void (*)(const T* src, int64_t ld, int64_t rows, int64_t kb, T* dst);
+
 template <typename T>
 struct GemmKernel {
     int mr = 1, nr = 1;      // register tile
@@ -44,6 +49,7 @@ struct GemmKernel {
     int64_t mc = 128;        // rows of A per packed block
     int64_t nc = 512;        // columns of B per packed block
     GemmMicroKernel<T> ukr = nullptr;
+    PanelTransposeFn<T> transpose = nullptr;
     Isa isa = Isa::generic;
 
     int64_t a_buffer_size() const { return round_up(mc, mr) * kc; }
@@ -61,15 +67,21 @@ inline GemmKernel<T> gemm_kernel() { return gemm_kernel_for<T>(active_isa()); }
 // Micro-kernels (defined in csrc/kernels/gemm_*_<isa>.cpp).
 void gemm_ukr_generic_f32(int64_t, const float*, const float*, float*, int64_t, int, const float*);
 void gemm_ukr_generic_f64(int64_t, const double*, const double*, double*, int64_t, int, const double*);
+void panel_transpose_generic_f32(const float*, int64_t, int64_t, int64_t, float*);
+void panel_transpose_generic_f64(const double*, int64_t, int64_t, int64_t, double*);
 extern const int gemm_generic_f32_mr, gemm_generic_f32_nr, gemm_generic_f64_mr, gemm_generic_f64_nr;
 #ifdef CONVKIT_HAVE_AVX2
 void gemm_ukr_avx2_f32(int64_t, const float*, const float*, float*, int64_t, int, const float*);
 void gemm_ukr_avx2_f64(int64_t, const double*, const double*, double*, int64_t, int, const double*);
+void panel_transpose_avx2_f32(const float*, int64_t, int64_t, int64_t, float*);
+void panel_transpose_avx2_f64(const double*, int64_t, int64_t, int64_t, double*);
 extern const int gemm_avx2_f32_mr, gemm_avx2_f32_nr, gemm_avx2_f64_mr, gemm_avx2_f64_nr;
 #endif
 #ifdef CONVKIT_HAVE_AVX512
 void gemm_ukr_avx512_f32(int64_t, const float*, const float*, float*, int64_t, int, const float*);
 void gemm_ukr_avx512_f64(int64_t, const double*, const double*, double*, int64_t, int, const double*);
+void panel_transpose_avx512_f32(const float*, int64_t, int64_t, int64_t, float*);
+void panel_transpose_avx512_f64(const double*, int64_t, int64_t, int64_t, double*);
 extern const int gemm_avx512_f32_mr, gemm_avx512_f32_nr, gemm_avx512_f64_mr,
     gemm_avx512_f64_nr;
 #endif

@@ -27,7 +27,20 @@ inline void ukr(int64_t kc, const T* __restrict a, const T* __restrict b, T* __r
     for (int i = 0; i < MR; ++i)
         for (int j = 0; j < NR; ++j) c[i * ldc + j] = acc[i][j];
 }
+template <typename T>
+inline void transpose(const T* src, int64_t ld, int64_t rows, int64_t kb, T* dst) {
+    for (int64_t l = 0; l < kb; ++l)
+        for (int64_t j = 0; j < rows; ++j) dst[l * rows + j] = src[j * ld + l];
+}
 }  // namespace
+
+void panel_transpose_generic_f32(const float* src, int64_t ld, int64_t rows, int64_t kb, float* dst) {
+    transpose(src, ld, rows, kb, dst);
+}
+void panel_transpose_generic_f64(const double* src, int64_t ld, int64_t rows, int64_t kb,
+                                 double* dst) {
+    transpose(src, ld, rows, kb, dst);
+}
 
 void gemm_ukr_generic_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                           int accumulate, const float* init) {
