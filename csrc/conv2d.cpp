@@ -480,7 +480,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
         const T* xg = x + (n * C + gi * Cg) * H * W;
         const int64_t mr = kr.mr, nr = kr.nr;
         auto pack_a = [&](int64_t i0, int64_t mb, int64_t p0, int64_t kb, T* dst) {
-            pack_a_strided(wg, CRS, int64_t(1), mr, i0, mb, p0, kb, dst);
+            pack_a_strided(wg, CRS, int64_t(1), mr, i0, mb, p0, kb, dst, kr.transpose);
         };
         auto pack_b = [&](int64_t p0, int64_t kb, int64_t j0, int64_t nb, T* dst) {
             const int64_t pad = round_up(nb, nr) - nb;
@@ -661,7 +661,7 @@ void gemm_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T*
             const T* yg = grad_y + (n * K + gi * Kg + m0) * P;
             const T* xg = x + (n * C + gi * Cg) * H * W;
             auto pack_a = [&](int64_t i0, int64_t mb, int64_t p0, int64_t kb, T* dst) {
-                pack_a_strided(yg, P, int64_t(1), mr, i0, mb, p0, kb, dst);
+                pack_a_strided(yg, P, int64_t(1), mr, i0, mb, p0, kb, dst, kr.transpose);
             };
             auto pack_b = [&](int64_t p0, int64_t kb, int64_t jc, int64_t nb, T* dst) {
                 // Per panel: nr im2col rows (pixels p0..p0+kb) side by side, then

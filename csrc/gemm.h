@@ -293,14 +293,24 @@ void gemm_run(const GemmKernel<T>& kr, int64_t M, int64_t N, int64_t K, PackA&& 
 // Packers for strided matrices: A(i, k) = a[i*rs + k*cs], B(k, j) = b[k*rs + j*cs].
 template <typename T>
 inline void pack_a_strided(const T* a, int64_t rs, int64_t cs, int64_t mr, int64_t i0, int64_t mb,
-                           int64_t p0, int64_t kb, T* dst) {
+                           int64_t p0, int64_t kb, T* dst,
+                           PanelTransposeFn<T> transpose = nullptr) {
     for (int64_t ip = 0; ip < mb; ip += mr) {
         const int64_t mm = std::min(mr, mb - ip);
         T* d = dst + (ip / mr) * kb * mr;
+        if (cs == 1 && mm == mr && transpose) {
+            transpose(a + (i0 + ip) * rs + p0, rs, mr, kb, d);
+            continue;
+        }
         if (cs == 1) {
             for (int64_t i = 0; i < mm; ++i) {
                 const T* src = a + (i0 + ip + i) * rs + p0;
                 for (int64_t k = 0; k < kb; ++k) d[k * mr + i] = src[k];
+            }
+        } else if (rs == 1) {
+            for (int64_t k = 0; k < kb; ++k) {
+                const T* src = a + (i0 + ip) + (p0 + k) * cs;
+                for (int64_t i = 0; i < mm; ++i) d[k * mr + i] = src[i];
             }
         } else {
             for (int64_t i = 0; i < mm; ++i) {
