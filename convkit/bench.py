@@ -803,7 +803,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-reference", action="store_true", help="do not time the NumPy reference")
     p.add_argument("--repeat", type=int, default=None, metavar="N",
                    help="timed calls per implementation and item (default: adaptive, "
-                        "3-7 in --quick, 5-50 otherwise)")
+                        "5-25 in --quick, 7-60 otherwise, within ~0.3 s / 2 s per item)")
     p.add_argument("--reference-limit", type=float, default=2.0, metavar="SECONDS",
                    help="skip the NumPy reference on an item when one call would take longer "
                         "(estimated on smaller probes; default 2)")
@@ -902,10 +902,10 @@ def run_item(layer: Layer, pass_: str, args, *, torch_ok: bool, peak: float, cop
     if args.repeat:
         min_rep = max_rep = args.repeat
     elif args.quick:
-        min_rep, max_rep = 3, 7
+        min_rep, max_rep = 5, 25
     else:
-        min_rep, max_rep = 5, 50
-    budget = 0.25 if args.quick else 2.0
+        min_rep, max_rep = 7, 60
+    budget = 0.3 if args.quick else 2.0
     warmup = 1 if args.quick else 2
     try:
         times = time_interleaved(fns, warmup=warmup, min_repeat=min_rep, max_repeat=max_rep,
