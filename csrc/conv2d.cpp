@@ -92,8 +92,7 @@ inline void valid_cols(int64_t off, int64_t stride, int64_t in_w, int64_t out_w,
 
 // dst[q - q0] = x_plane value read by output pixel q (linear over out_h*out_w)
 // through kernel tap (r, s), zero when outside the input. q in [q0, q0+n).
-// Destinations for im2col rows: a plain array, or the panels of a packed GEMM
-// B block (value q goes to dst[(q / nr) * panel_stride + q % nr]).
+// Destination for im2col rows (a plain array).
 template <typename T>
 struct LinearWriter {
     T* d;
@@ -108,57 +107,6 @@ struct LinearWriter {
     void gather(const T* s, int64_t stride, int64_t n) {
         for (int64_t i = 0; i < n; ++i) d[i] = s[i * stride];
         d += n;
-    }
-};
-
-template <typename T>
-struct StridedWriter {  // value i goes to d[i * st]
-    T* d;
-    int64_t st;
-    void zero(int64_t n) {
-        for (int64_t i = 0; i < n; ++i) d[i * st] = T(0);
-        d += n * st;
-    }
-    void copy(const T* s, int64_t n) {
-        for (int64_t i = 0; i < n; ++i) d[i * st] = s[i];
-        d += n * st;
-    }
-    void gather(const T* s, int64_t stride, int64_t n) {
-        for (int64_t i = 0; i < n; ++i) d[i * st] = s[i * stride];
-        d += n * st;
-    }
-};
-
-template <typename T>
-struct PanelWriter {
-    T* panel;          // current panel row start
-    int64_t nr, stride, col = 0;
-    template <class F>
-    void run(int64_t n, F&& f) {  // f(dst, count, offset)
-        int64_t done = 0;
-        while (done < n) {
-            const int64_t take = std::min(n - done, nr - col);
-            f(panel + col, take, done);
-            done += take;
-            col += take;
-            if (col == nr) {
-                col = 0;
-                panel += stride;
-            }
-        }
-    }
-    void zero(int64_t n) {
-        run(n, [](T* d, int64_t c, int64_t) { std::memset(d, 0, sizeof(T) * static_cast<size_t>(c)); });
-    }
-    void copy(const T* s, int64_t n) {
-        run(n, [s](T* d, int64_t c, int64_t o) {
-            std::memcpy(d, s + o, sizeof(T) * static_cast<size_t>(c));
-        });
-    }
-    void gather(const T* s, int64_t st, int64_t n) {
-        run(n, [s, st](T* d, int64_t c, int64_t o) {
-            for (int64_t i = 0; i < c; ++i) d[i] = s[(o + i) * st];
-        });
     }
 };
 
@@ -464,7 +412,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     const int64_t mchunks = ceil_div(Kg, mrows);
     const int64_t tasks = N * G * tiles * mchunks;
 
-    Scratch<T> scratch(nt, gemm_scratch_size(kr));
+    Scratch<T> scratch(nt, gemm_scratch_size(kr) + round_up(npt, kr.nr));
 
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -476,6 +424,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
         const int64_t m0 = mc * mrows, mcount = std::min(mrows, Kg - m0);
         const int64_t q0 = tile * npt, qcount = std::min(npt, P - q0);
         T* buf = scratch.get(thread_id());
+        T* rowbuf = buf + gemm_scratch_size(kr);
         const T* wg = w + (gi * Kg + m0) * CRS;
         const T* xg = x + (n * C + gi * Cg) * H * W;
         const int64_t mr = kr.mr, nr = kr.nr;
@@ -483,15 +432,16 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
             pack_a_strided(wg, CRS, int64_t(1), mr, i0, mb, p0, kb, dst, kr.transpose);
         };
         auto pack_b = [&](int64_t p0, int64_t kb, int64_t j0, int64_t nb, T* dst) {
-            const int64_t pad = round_up(nb, nr) - nb;
             for (int64_t kk = 0; kk < kb; ++kk) {
                 const int64_t k = p0 + kk;
                 const int64_t c = k / RS, rs = k % RS;
                 const T* xp = xg + c * H * W;
-                PanelWriter<T> pw{dst + kk * nr, nr, kb * nr};
-                if (pointwise) pw.copy(xp + q0 + j0, nb);
-                else im2col_row_to(g, xp, rs / S, rs % S, q0 + j0, nb, pw);
-                pw.zero(pad);
+                const T* src = xp + q0 + j0;
+                if (!pointwise) {
+                    im2col_row(g, xp, rs / S, rs % S, q0 + j0, nb, rowbuf);
+                    src = rowbuf;
+                }
+                kr.split_row(src, nb, kb * nr, dst + kk * nr);
             }
         };
         T* yc = y + (n * K + gi * Kg + m0) * P + q0;

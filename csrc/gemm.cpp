@@ -12,7 +12,7 @@ GemmKernel<float> gemm_kernel_for<float>(Isa isa) {
     if (isa == Isa::avx512) {
         k.mr = gemm_avx512_f32_mr; k.nr = gemm_avx512_f32_nr;
         k.kc = 128; k.mc = 128; k.nc = 512;
-        k.ukr = gemm_ukr_avx512_f32; k.transpose = panel_transpose_avx512_f32; k.isa = Isa::avx512;
+        k.ukr = gemm_ukr_avx512_f32; k.transpose = panel_transpose_avx512_f32; k.split_row = split_row_avx512_f32; k.isa = Isa::avx512;
         return k;
     }
 #endif
@@ -20,14 +20,14 @@ GemmKernel<float> gemm_kernel_for<float>(Isa isa) {
     if (isa == Isa::avx2 || isa == Isa::avx512) {
         k.mr = gemm_avx2_f32_mr; k.nr = gemm_avx2_f32_nr;
         k.kc = 256; k.mc = 120; k.nc = 512;
-        k.ukr = gemm_ukr_avx2_f32; k.transpose = panel_transpose_avx2_f32; k.isa = Isa::avx2;
+        k.ukr = gemm_ukr_avx2_f32; k.transpose = panel_transpose_avx2_f32; k.split_row = split_row_avx2_f32; k.isa = Isa::avx2;
         return k;
     }
 #endif
     (void)isa;
     k.mr = gemm_generic_f32_mr; k.nr = gemm_generic_f32_nr;
     k.kc = 256; k.mc = 128; k.nc = 512;
-    k.ukr = gemm_ukr_generic_f32; k.transpose = panel_transpose_generic_f32; k.isa = Isa::generic;
+    k.ukr = gemm_ukr_generic_f32; k.transpose = panel_transpose_generic_f32; k.split_row = split_row_generic_f32; k.isa = Isa::generic;
     return k;
 }
 
@@ -38,7 +38,7 @@ GemmKernel<double> gemm_kernel_for<double>(Isa isa) {
     if (isa == Isa::avx512) {
         k.mr = gemm_avx512_f64_mr; k.nr = gemm_avx512_f64_nr;
         k.kc = 128; k.mc = 128; k.nc = 384;
-        k.ukr = gemm_ukr_avx512_f64; k.transpose = panel_transpose_avx512_f64; k.isa = Isa::avx512;
+        k.ukr = gemm_ukr_avx512_f64; k.transpose = panel_transpose_avx512_f64; k.split_row = split_row_avx512_f64; k.isa = Isa::avx512;
         return k;
     }
 #endif
@@ -46,14 +46,14 @@ GemmKernel<double> gemm_kernel_for<double>(Isa isa) {
     if (isa == Isa::avx2 || isa == Isa::avx512) {
         k.mr = gemm_avx2_f64_mr; k.nr = gemm_avx2_f64_nr;
         k.kc = 256; k.mc = 120; k.nc = 384;
-        k.ukr = gemm_ukr_avx2_f64; k.transpose = panel_transpose_avx2_f64; k.isa = Isa::avx2;
+        k.ukr = gemm_ukr_avx2_f64; k.transpose = panel_transpose_avx2_f64; k.split_row = split_row_avx2_f64; k.isa = Isa::avx2;
         return k;
     }
 #endif
     (void)isa;
     k.mr = gemm_generic_f64_mr; k.nr = gemm_generic_f64_nr;
     k.kc = 256; k.mc = 128; k.nc = 384;
-    k.ukr = gemm_ukr_generic_f64; k.transpose = panel_transpose_generic_f64; k.isa = Isa::generic;
+    k.ukr = gemm_ukr_generic_f64; k.transpose = panel_transpose_generic_f64; k.split_row = split_row_generic_f64; k.isa = Isa::generic;
     return k;
 }
 

@@ -30,6 +30,21 @@
 
 namespace convkit {
 
+namespace {
+template <typename T, int NR>
+inline void split_row_impl(const T* __restrict row, int64_t nb, int64_t panel_stride,
+                           T* __restrict dst) {
+    int64_t j = 0;
+    for (; j + NR <= nb; j += NR, dst += panel_stride)
+        for (int v = 0; v < NR; ++v) dst[v] = row[j + v];
+    if (j < nb) {
+        const int64_t rem = nb - j;
+        for (int64_t v = 0; v < rem; ++v) dst[v] = row[j + v];
+        for (int64_t v = rem; v < NR; ++v) dst[v] = T(0);
+    }
+}
+}  // namespace
+
 // Micro-kernel: c[i*ldc + j] (i < mr, j < nr) = start
 //   + sum_{k < kc} a[k*mr + i] * b[k*nr + j], summed in increasing k, where
 // start = accumulate ? c[i*ldc + j] : init ? init[i] : 0 (init: mr values).
@@ -42,6 +57,11 @@ using GemmMicroKernel = void (*)(int64_t kc, const T* a, const T* b, T* c, int64
 template <typename T>
 using PanelTransposeFn = void (*)(const T* src, int64_t ld, int64_t rows, int64_t kb, T* dst);
 
+// Row split: row[0..nb) goes to panels of nr columns: value j lands at
+// dst[(j / nr) * panel_stride + j % nr]; the last panel is zero padded.
+template <typename T>
+using RowSplitFn = void (*)(const T* row, int64_t nb, int64_t panel_stride, T* dst);
+
 template <typename T>
 struct GemmKernel {
     int mr = 1, nr = 1;      // register tile
@@ -50,6 +70,7 @@ struct GemmKernel {
     int64_t nc = 512;        // columns of B per packed block
     GemmMicroKernel<T> ukr = nullptr;
     PanelTransposeFn<T> transpose = nullptr;
+    RowSplitFn<T> split_row = nullptr;
     Isa isa = Isa::generic;
 
     int64_t a_buffer_size() const { return round_up(mc, mr) * kc; }
@@ -68,12 +89,16 @@ inline GemmKernel<T> gemm_kernel() { return gemm_kernel_for<T>(active_isa()); }
 void gemm_ukr_generic_f32(int64_t, const float*, const float*, float*, int64_t, int, const float*);
 void gemm_ukr_generic_f64(int64_t, const double*, const double*, double*, int64_t, int, const double*);
 void panel_transpose_generic_f32(const float*, int64_t, int64_t, int64_t, float*);
+void split_row_generic_f32(const float*, int64_t, int64_t, float*);
+void split_row_generic_f64(const double*, int64_t, int64_t, double*);
 void panel_transpose_generic_f64(const double*, int64_t, int64_t, int64_t, double*);
 extern const int gemm_generic_f32_mr, gemm_generic_f32_nr, gemm_generic_f64_mr, gemm_generic_f64_nr;
 #ifdef CONVKIT_HAVE_AVX2
 void gemm_ukr_avx2_f32(int64_t, const float*, const float*, float*, int64_t, int, const float*);
 void gemm_ukr_avx2_f64(int64_t, const double*, const double*, double*, int64_t, int, const double*);
 void panel_transpose_avx2_f32(const float*, int64_t, int64_t, int64_t, float*);
+void split_row_avx2_f32(const float*, int64_t, int64_t, float*);
+void split_row_avx2_f64(const double*, int64_t, int64_t, double*);
 void panel_transpose_avx2_f64(const double*, int64_t, int64_t, int64_t, double*);
 extern const int gemm_avx2_f32_mr, gemm_avx2_f32_nr, gemm_avx2_f64_mr, gemm_avx2_f64_nr;
 #endif
@@ -81,6 +106,8 @@ extern const int gemm_avx2_f32_mr, gemm_avx2_f32_nr, gemm_avx2_f64_mr, gemm_avx2
 void gemm_ukr_avx512_f32(int64_t, const float*, const float*, float*, int64_t, int, const float*);
 void gemm_ukr_avx512_f64(int64_t, const double*, const double*, double*, int64_t, int, const double*);
 void panel_transpose_avx512_f32(const float*, int64_t, int64_t, int64_t, float*);
+void split_row_avx512_f32(const float*, int64_t, int64_t, float*);
+void split_row_avx512_f64(const double*, int64_t, int64_t, double*);
 void panel_transpose_avx512_f64(const double*, int64_t, int64_t, int64_t, double*);
 extern const int gemm_avx512_f32_mr, gemm_avx512_f32_nr, gemm_avx512_f64_mr,
     gemm_avx512_f64_nr;

@@ -51,4 +51,11 @@ void gemm_ukr_generic_f64(int64_t kc, const double* a, const double* b, double* 
     ukr<double, 4, 4>(kc, a, b, c, ldc, accumulate, init);
 }
 
+void split_row_generic_f32(const float* row, int64_t nb, int64_t panel_stride, float* dst) {
+    split_row_impl<float, 8>(row, nb, panel_stride, dst);
+}
+void split_row_generic_f64(const double* row, int64_t nb, int64_t panel_stride, double* dst) {
+    split_row_impl<double, 4>(row, nb, panel_stride, dst);
+}
+
 }  // namespace convkit

@@ -147,4 +147,11 @@ void panel_transpose_avx512_f64(const double* src, int64_t ld, int64_t rows, int
     transpose_f64(src, ld, rows, kb, dst);
 }
 
+void split_row_avx512_f32(const float* row, int64_t nb, int64_t panel_stride, float* dst) {
+    split_row_impl<float, 32>(row, nb, panel_stride, dst);
+}
+void split_row_avx512_f64(const double* row, int64_t nb, int64_t panel_stride, double* dst) {
+    split_row_impl<double, 16>(row, nb, panel_stride, dst);
+}
+
 }  // namespace convkit
