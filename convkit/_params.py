@@ -263,8 +263,27 @@ def conv_transpose2d_geometry(fn: str, x_shape, w_shape, bias_shape=None, stride
 # pooling
 # --------------------------------------------------------------------------- #
 
+class _Planes:
+    """Shapes shared by the pool geometries (fields batch, channels, in_h, in_w,
+    out_h, out_w, unbatched)."""
+
+    @property
+    def planes(self) -> int:
+        return self.batch * self.channels
+
+    @property
+    def x_shape(self):
+        return (self.batch, self.channels, self.in_h, self.in_w)
+
+    @property
+    def y_shape(self):
+        return (self.batch, self.channels, self.out_h, self.out_w)
+
+    def public_shape(self, shape):
+        return tuple(shape[1:]) if self.unbatched else tuple(shape)
+
 @dataclass(frozen=True)
-class PoolGeometry:
+class PoolGeometry(_Planes):
     """A sliding-window pool over (batch*channels) planes of in_h x in_w."""
 
     batch: int
@@ -282,21 +301,6 @@ class PoolGeometry:
     dilation_h: int = 1
     dilation_w: int = 1
     unbatched: bool = False
-
-    @property
-    def planes(self) -> int:
-        return self.batch * self.channels
-
-    @property
-    def x_shape(self):
-        return (self.batch, self.channels, self.in_h, self.in_w)
-
-    @property
-    def y_shape(self):
-        return (self.batch, self.channels, self.out_h, self.out_w)
-
-    def public_shape(self, shape):
-        return tuple(shape[1:]) if self.unbatched else tuple(shape)
 
 
 def _pool_output_size(size, kernel, pad, stride, dilation, ceil_mode):
@@ -357,7 +361,9 @@ def avg_pool2d_divisor(fn: str, divisor_override) -> int:
 
 
 @dataclass(frozen=True)
-class AdaptiveGeometry:
+class AdaptiveGeometry(_Planes):
+    """An adaptive pool: output cell o of an axis n -> m covers adaptive_window(o, n, m)."""
+
     batch: int
     channels: int
     in_h: int
@@ -365,21 +371,6 @@ class AdaptiveGeometry:
     out_h: int
     out_w: int
     unbatched: bool = False
-
-    @property
-    def planes(self) -> int:
-        return self.batch * self.channels
-
-    @property
-    def x_shape(self):
-        return (self.batch, self.channels, self.in_h, self.in_w)
-
-    @property
-    def y_shape(self):
-        return (self.batch, self.channels, self.out_h, self.out_w)
-
-    def public_shape(self, shape):
-        return tuple(shape[1:]) if self.unbatched else tuple(shape)
 
 
 def adaptive_pool2d_geometry(fn: str, x_shape, output_size) -> AdaptiveGeometry:
@@ -415,6 +406,27 @@ def adaptive_window(o: int, in_size: int, out_size: int) -> Tuple[int, int]:
 # --------------------------------------------------------------------------- #
 # array checks shared by backends
 # --------------------------------------------------------------------------- #
+
+def float_arrays(fn: str, **named):
+    """np.asarray each non-None argument; all must share one float dtype
+    (float32 or float64). Returns the list in argument order (None kept)."""
+    out = []
+    dtype = first = None
+    for name, value in named.items():
+        if value is None:
+            out.append(None)
+            continue
+        arr = np.asarray(value)
+        if arr.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{fn}: {name} has dtype {arr.dtype}; accepted dtypes are float32 and float64")
+        if dtype is None:
+            dtype, first = arr.dtype, name
+        elif arr.dtype != dtype:
+            raise TypeError(f"{fn}: {name} has dtype {arr.dtype} but {first} has dtype {dtype}; all arrays "
+                            f"must have the same dtype (accepted dtypes are float32 and float64)")
+        out.append(arr)
+    return out
+
 
 def check_output_mask(fn: str, output_mask) -> Tuple[bool, bool, bool]:
     try:

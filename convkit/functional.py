@@ -42,25 +42,7 @@ def _backend(fn, backend, *arrays):
     return backend
 
 
-def _float_arrays(fn, **named):
-    """np.asarray each non-None argument and check one shared float dtype."""
-    out = []
-    dtype = None
-    first = None
-    for name, a in named.items():
-        if a is None:
-            out.append(None)
-            continue
-        arr = np.asarray(a)
-        if arr.dtype not in P.FLOAT_DTYPES:
-            raise TypeError(f"{fn}: {name} has dtype {arr.dtype}; accepted dtypes are float32 and float64")
-        if dtype is None:
-            dtype, first = arr.dtype, name
-        elif arr.dtype != dtype:
-            raise TypeError(f"{fn}: {name} has dtype {arr.dtype} but {first} has dtype {dtype}; "
-                            f"all arrays must share one dtype (float32 or float64)")
-        out.append(arr)
-    return out
+_float_arrays = P.float_arrays
 
 
 def _index_array(fn, indices):

@@ -63,25 +63,10 @@ __all__ = [
 # --------------------------------------------------------------------------- #
 
 def _arrays(fn, **named):
-    """np.asarray every non-None argument; check float32/float64 and one
-    common dtype (that of the first array). Returns (dtype, arrays...)."""
-    out = []
-    dtype = None
-    first = None
-    for name, value in named.items():
-        if value is None:
-            out.append(None)
-            continue
-        arr = np.asarray(value)
-        if arr.dtype not in _params.FLOAT_DTYPES:
-            raise TypeError(f"{fn}: {name} has dtype {arr.dtype}; accepted dtypes are float32 and float64")
-        if dtype is None:
-            dtype, first = arr.dtype, name
-        elif arr.dtype != dtype:
-            raise TypeError(f"{fn}: {name} has dtype {arr.dtype} but {first} has dtype {dtype}; all arrays "
-                            f"must have the same dtype (accepted dtypes are float32 and float64)")
-        out.append(arr)
-    return (dtype, *out)
+    """_params.float_arrays, plus the common dtype first: (dtype, arrays...)."""
+    arrays = _params.float_arrays(fn, **named)
+    dtype = next((a.dtype for a in arrays if a is not None), None)
+    return (dtype, *arrays)
 
 
 def _batch4(a, unbatched):

@@ -56,262 +56,224 @@ bool is_float64(const py::array& a, const char* fn, const char* name) {
                "; accepted dtypes are float32 and float64");
 }
 
-// ---------------------------------------------------------------- conv ----
-
-template <typename T>
-void conv_forward_t(const ConvGeometry& g, const py::array& x, const py::array& w, const py::object& bias, py::array& y) {
-    const char* fn = "conv2d_forward";
-    const T* px = input<T>(x, g.x_size(), fn, "x");
-    const T* pw = input<T>(w, g.w_size(), fn, "w");
-    const T* pb = bias.is_none() ? nullptr : input<T>(optional_array(bias, fn, "bias"), g.out_channels, fn, "bias");
-    T* py_ = output<T>(y, g.y_size(), fn, "y");
-    py::gil_scoped_release release;
-    conv2d_forward<T>(g, px, pw, pb, py_);
+// Calls f(T{}) with T the float type of `a` (float or double).
+template <typename F>
+void by_dtype(const py::array& a, const char* fn, const char* name, F&& f) {
+    if (is_float64(a, fn, name)) f(double{});
+    else f(float{});
 }
 
-void conv_forward(const ConvGeometry& g, const py::array& x, const py::array& w, const py::object& bias, py::array& y) {
-    validate(g, "conv2d_forward");
-    if (is_float64(x, "conv2d_forward", "x")) conv_forward_t<double>(g, x, w, bias, y);
-    else conv_forward_t<float>(g, x, w, bias, y);
+// Optional int64 indices output (None: not recorded).
+int64_t* optional_indices(const py::object& indices, int64_t expected, const char* fn, py::array& holder) {
+    if (indices.is_none()) return nullptr;
+    holder = optional_array(indices, fn, "indices");
+    return output<int64_t>(holder, expected, fn, "indices");
 }
-
-template <typename T>
-void conv_backward_data_t(const ConvGeometry& g, const py::array& gy, const py::array& w, py::array& gx) {
-    const char* fn = "conv2d_backward_data";
-    const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
-    const T* pw = input<T>(w, g.w_size(), fn, "w");
-    T* pgx = output<T>(gx, g.x_size(), fn, "grad_x");
-    py::gil_scoped_release release;
-    conv2d_backward_data<T>(g, pgy, pw, pgx);
-}
-
-void conv_backward_data(const ConvGeometry& g, const py::array& gy, const py::array& w, py::array& gx) {
-    validate(g, "conv2d_backward_data");
-    if (is_float64(gy, "conv2d_backward_data", "grad_y")) conv_backward_data_t<double>(g, gy, w, gx);
-    else conv_backward_data_t<float>(g, gy, w, gx);
-}
-
-template <typename T>
-void conv_backward_weight_t(const ConvGeometry& g, const py::array& gy, const py::array& x, py::array& gw) {
-    const char* fn = "conv2d_backward_weight";
-    const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
-    const T* px = input<T>(x, g.x_size(), fn, "x");
-    T* pgw = output<T>(gw, g.w_size(), fn, "grad_w");
-    py::gil_scoped_release release;
-    conv2d_backward_weight<T>(g, pgy, px, pgw);
-}
-
-void conv_backward_weight(const ConvGeometry& g, const py::array& gy, const py::array& x, py::array& gw) {
-    validate(g, "conv2d_backward_weight");
-    if (is_float64(gy, "conv2d_backward_weight", "grad_y")) conv_backward_weight_t<double>(g, gy, x, gw);
-    else conv_backward_weight_t<float>(g, gy, x, gw);
-}
-
-template <typename T>
-void conv_backward_bias_t(const ConvGeometry& g, const py::array& gy, py::array& gb) {
-    const char* fn = "conv2d_backward_bias";
-    const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
-    T* pgb = output<T>(gb, g.out_channels, fn, "grad_bias");
-    py::gil_scoped_release release;
-    conv2d_backward_bias<T>(g, pgy, pgb);
-}
-
-void conv_backward_bias(const ConvGeometry& g, const py::array& gy, py::array& gb) {
-    validate(g, "conv2d_backward_bias");
-    if (is_float64(gy, "conv2d_backward_bias", "grad_y")) conv_backward_bias_t<double>(g, gy, gb);
-    else conv_backward_bias_t<float>(g, gy, gb);
-}
-
-// ---------------------------------------------------------------- pools ---
 
 [[noreturn]] void bad_index(const char* fn, int64_t position) {
     throw std::invalid_argument(std::string(fn) + ": indices[" + std::to_string(position) +
                                 "] (flat position) points outside its pooling window or plane");
 }
 
-template <typename T>
-void max_forward_t(const PoolGeometry& g, const py::array& x, py::array& y, const py::object& indices) {
-    const char* fn = "max_pool2d_forward";
-    const T* px = input<T>(x, g.x_size(), fn, "x");
-    T* py_ = output<T>(y, g.y_size(), fn, "y");
-    int64_t* pi = nullptr;
-    if (!indices.is_none()) {
-        py::array ind = optional_array(indices, fn, "indices");
-        pi = output<int64_t>(ind, g.y_size(), fn, "indices");
-    }
-    py::gil_scoped_release release;
-    max_pool2d_forward<T>(g, px, py_, pi);
-}
-
-void max_forward(const PoolGeometry& g, const py::array& x, py::array& y, const py::object& indices) {
-    validate(g, "max_pool2d_forward");
-    if (is_float64(x, "max_pool2d_forward", "x")) max_forward_t<double>(g, x, y, indices);
-    else max_forward_t<float>(g, x, y, indices);
-}
-
-template <typename T>
-void max_backward_t(const PoolGeometry& g, const py::array& gy, const py::array& indices, py::array& gx) {
-    const char* fn = "max_pool2d_backward";
-    const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
-    const int64_t* pi = input<int64_t>(indices, g.y_size(), fn, "indices");
-    T* pgx = output<T>(gx, g.x_size(), fn, "grad_x");
-    int64_t bad;
-    {
-        py::gil_scoped_release release;
-        bad = max_pool2d_backward<T>(g, pgy, pi, pgx);
-    }
-    if (bad >= 0) bad_index("max_pool2d_backward", bad);
-}
-
-void max_backward(const PoolGeometry& g, const py::array& gy, const py::array& indices, py::array& gx) {
-    validate(g, "max_pool2d_backward");
-    if (is_float64(gy, "max_pool2d_backward", "grad_y")) max_backward_t<double>(g, gy, indices, gx);
-    else max_backward_t<float>(g, gy, indices, gx);
-}
-
-int64_t checked_divisor(int64_t divisor_override) {
-    if (divisor_override > (int64_t(1) << 62) || divisor_override < -(int64_t(1) << 62))
-        throw std::invalid_argument("avg_pool2d: divisor_override is out of range");
-    return divisor_override;
-}
-
-template <typename T>
-void avg_forward_t(const PoolGeometry& g, bool include_pad, int64_t divisor, const py::array& x, py::array& y) {
-    const char* fn = "avg_pool2d_forward";
-    const T* px = input<T>(x, g.x_size(), fn, "x");
-    T* py_ = output<T>(y, g.y_size(), fn, "y");
-    py::gil_scoped_release release;
-    avg_pool2d_forward<T>(g, include_pad, divisor, px, py_);
-}
-
-void avg_forward(const PoolGeometry& g, bool include_pad, int64_t divisor, const py::array& x, py::array& y) {
-    validate(g, "avg_pool2d_forward");
-    checked_divisor(divisor);
-    if (is_float64(x, "avg_pool2d_forward", "x")) avg_forward_t<double>(g, include_pad, divisor, x, y);
-    else avg_forward_t<float>(g, include_pad, divisor, x, y);
-}
-
-template <typename T>
-void avg_backward_t(const PoolGeometry& g, bool include_pad, int64_t divisor, const py::array& gy, py::array& gx) {
-    const char* fn = "avg_pool2d_backward";
-    const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
-    T* pgx = output<T>(gx, g.x_size(), fn, "grad_x");
-    py::gil_scoped_release release;
-    avg_pool2d_backward<T>(g, include_pad, divisor, pgy, pgx);
-}
-
-void avg_backward(const PoolGeometry& g, bool include_pad, int64_t divisor, const py::array& gy, py::array& gx) {
-    validate(g, "avg_pool2d_backward");
-    checked_divisor(divisor);
-    if (is_float64(gy, "avg_pool2d_backward", "grad_y")) avg_backward_t<double>(g, include_pad, divisor, gy, gx);
-    else avg_backward_t<float>(g, include_pad, divisor, gy, gx);
-}
-
 void check_norm(double p) {
     if (!(p > 0) || p > 1e300) throw std::invalid_argument("lp_pool2d: norm_type must be finite and positive");
 }
 
-template <typename T>
-void lp_forward_t(const PoolGeometry& g, double p, const py::array& x, py::array& y) {
-    const char* fn = "lp_pool2d_forward";
-    const T* px = input<T>(x, g.x_size(), fn, "x");
-    T* py_ = output<T>(y, g.y_size(), fn, "y");
-    py::gil_scoped_release release;
-    lp_pool2d_forward<T>(g, p, px, py_);
+void check_divisor(int64_t divisor_override) {
+    if (divisor_override > (int64_t(1) << 62) || divisor_override < -(int64_t(1) << 62))
+        throw std::invalid_argument("avg_pool2d: divisor_override is out of range");
+}
+
+// ---------------------------------------------------------------- conv ----
+
+void conv_forward(const ConvGeometry& g, const py::array& x, const py::array& w, const py::object& bias,
+                  py::array& y) {
+    const char* fn = "conv2d_forward";
+    validate(g, fn);
+    by_dtype(x, fn, "x", [&](auto zero) {
+        using T = decltype(zero);
+        const T* px = input<T>(x, g.x_size(), fn, "x");
+        const T* pw = input<T>(w, g.w_size(), fn, "w");
+        const T* pb = bias.is_none() ? nullptr : input<T>(optional_array(bias, fn, "bias"), g.out_channels, fn, "bias");
+        T* py_ = output<T>(y, g.y_size(), fn, "y");
+        py::gil_scoped_release release;
+        conv2d_forward<T>(g, px, pw, pb, py_);
+    });
+}
+
+void conv_backward_data(const ConvGeometry& g, const py::array& gy, const py::array& w, py::array& gx) {
+    const char* fn = "conv2d_backward_data";
+    validate(g, fn);
+    by_dtype(gy, fn, "grad_y", [&](auto zero) {
+        using T = decltype(zero);
+        const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
+        const T* pw = input<T>(w, g.w_size(), fn, "w");
+        T* pgx = output<T>(gx, g.x_size(), fn, "grad_x");
+        py::gil_scoped_release release;
+        conv2d_backward_data<T>(g, pgy, pw, pgx);
+    });
+}
+
+void conv_backward_weight(const ConvGeometry& g, const py::array& gy, const py::array& x, py::array& gw) {
+    const char* fn = "conv2d_backward_weight";
+    validate(g, fn);
+    by_dtype(gy, fn, "grad_y", [&](auto zero) {
+        using T = decltype(zero);
+        const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
+        const T* px = input<T>(x, g.x_size(), fn, "x");
+        T* pgw = output<T>(gw, g.w_size(), fn, "grad_w");
+        py::gil_scoped_release release;
+        conv2d_backward_weight<T>(g, pgy, px, pgw);
+    });
+}
+
+void conv_backward_bias(const ConvGeometry& g, const py::array& gy, py::array& gb) {
+    const char* fn = "conv2d_backward_bias";
+    validate(g, fn);
+    by_dtype(gy, fn, "grad_y", [&](auto zero) {
+        using T = decltype(zero);
+        const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
+        T* pgb = output<T>(gb, g.out_channels, fn, "grad_bias");
+        py::gil_scoped_release release;
+        conv2d_backward_bias<T>(g, pgy, pgb);
+    });
+}
+
+// ---------------------------------------------------------------- pools ---
+
+void max_forward(const PoolGeometry& g, const py::array& x, py::array& y, const py::object& indices) {
+    const char* fn = "max_pool2d_forward";
+    validate(g, fn);
+    by_dtype(x, fn, "x", [&](auto zero) {
+        using T = decltype(zero);
+        const T* px = input<T>(x, g.x_size(), fn, "x");
+        T* py_ = output<T>(y, g.y_size(), fn, "y");
+        py::array holder;
+        int64_t* pi = optional_indices(indices, g.y_size(), fn, holder);
+        py::gil_scoped_release release;
+        max_pool2d_forward<T>(g, px, py_, pi);
+    });
+}
+
+void max_backward(const PoolGeometry& g, const py::array& gy, const py::array& indices, py::array& gx) {
+    const char* fn = "max_pool2d_backward";
+    validate(g, fn);
+    int64_t bad = -1;
+    by_dtype(gy, fn, "grad_y", [&](auto zero) {
+        using T = decltype(zero);
+        const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
+        const int64_t* pi = input<int64_t>(indices, g.y_size(), fn, "indices");
+        T* pgx = output<T>(gx, g.x_size(), fn, "grad_x");
+        py::gil_scoped_release release;
+        bad = max_pool2d_backward<T>(g, pgy, pi, pgx);
+    });
+    if (bad >= 0) bad_index(fn, bad);
+}
+
+void avg_forward(const PoolGeometry& g, bool include_pad, int64_t divisor, const py::array& x, py::array& y) {
+    const char* fn = "avg_pool2d_forward";
+    validate(g, fn);
+    check_divisor(divisor);
+    by_dtype(x, fn, "x", [&](auto zero) {
+        using T = decltype(zero);
+        const T* px = input<T>(x, g.x_size(), fn, "x");
+        T* py_ = output<T>(y, g.y_size(), fn, "y");
+        py::gil_scoped_release release;
+        avg_pool2d_forward<T>(g, include_pad, divisor, px, py_);
+    });
+}
+
+void avg_backward(const PoolGeometry& g, bool include_pad, int64_t divisor, const py::array& gy, py::array& gx) {
+    const char* fn = "avg_pool2d_backward";
+    validate(g, fn);
+    check_divisor(divisor);
+    by_dtype(gy, fn, "grad_y", [&](auto zero) {
+        using T = decltype(zero);
+        const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
+        T* pgx = output<T>(gx, g.x_size(), fn, "grad_x");
+        py::gil_scoped_release release;
+        avg_pool2d_backward<T>(g, include_pad, divisor, pgy, pgx);
+    });
 }
 
 void lp_forward(const PoolGeometry& g, double p, const py::array& x, py::array& y) {
-    validate(g, "lp_pool2d_forward");
+    const char* fn = "lp_pool2d_forward";
+    validate(g, fn);
     check_norm(p);
-    if (is_float64(x, "lp_pool2d_forward", "x")) lp_forward_t<double>(g, p, x, y);
-    else lp_forward_t<float>(g, p, x, y);
-}
-
-template <typename T>
-void lp_backward_t(const PoolGeometry& g, double p, const py::array& gy, const py::array& x, py::array& gx) {
-    const char* fn = "lp_pool2d_backward";
-    const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
-    const T* px = input<T>(x, g.x_size(), fn, "x");
-    T* pgx = output<T>(gx, g.x_size(), fn, "grad_x");
-    py::gil_scoped_release release;
-    lp_pool2d_backward<T>(g, p, pgy, px, pgx);
+    by_dtype(x, fn, "x", [&](auto zero) {
+        using T = decltype(zero);
+        const T* px = input<T>(x, g.x_size(), fn, "x");
+        T* py_ = output<T>(y, g.y_size(), fn, "y");
+        py::gil_scoped_release release;
+        lp_pool2d_forward<T>(g, p, px, py_);
+    });
 }
 
 void lp_backward(const PoolGeometry& g, double p, const py::array& gy, const py::array& x, py::array& gx) {
-    validate(g, "lp_pool2d_backward");
+    const char* fn = "lp_pool2d_backward";
+    validate(g, fn);
     check_norm(p);
-    if (is_float64(gy, "lp_pool2d_backward", "grad_y")) lp_backward_t<double>(g, p, gy, x, gx);
-    else lp_backward_t<float>(g, p, gy, x, gx);
-}
-
-template <typename T>
-void adaptive_avg_forward_t(const AdaptiveGeometry& g, const py::array& x, py::array& y) {
-    const char* fn = "adaptive_avg_pool2d_forward";
-    const T* px = input<T>(x, g.x_size(), fn, "x");
-    T* py_ = output<T>(y, g.y_size(), fn, "y");
-    py::gil_scoped_release release;
-    adaptive_avg_pool2d_forward<T>(g, px, py_);
+    by_dtype(gy, fn, "grad_y", [&](auto zero) {
+        using T = decltype(zero);
+        const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
+        const T* px = input<T>(x, g.x_size(), fn, "x");
+        T* pgx = output<T>(gx, g.x_size(), fn, "grad_x");
+        py::gil_scoped_release release;
+        lp_pool2d_backward<T>(g, p, pgy, px, pgx);
+    });
 }
 
 void adaptive_avg_forward(const AdaptiveGeometry& g, const py::array& x, py::array& y) {
-    validate(g, "adaptive_avg_pool2d_forward");
-    if (is_float64(x, "adaptive_avg_pool2d_forward", "x")) adaptive_avg_forward_t<double>(g, x, y);
-    else adaptive_avg_forward_t<float>(g, x, y);
-}
-
-template <typename T>
-void adaptive_avg_backward_t(const AdaptiveGeometry& g, const py::array& gy, py::array& gx) {
-    const char* fn = "adaptive_avg_pool2d_backward";
-    const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
-    T* pgx = output<T>(gx, g.x_size(), fn, "grad_x");
-    py::gil_scoped_release release;
-    adaptive_avg_pool2d_backward<T>(g, pgy, pgx);
+    const char* fn = "adaptive_avg_pool2d_forward";
+    validate(g, fn);
+    by_dtype(x, fn, "x", [&](auto zero) {
+        using T = decltype(zero);
+        const T* px = input<T>(x, g.x_size(), fn, "x");
+        T* py_ = output<T>(y, g.y_size(), fn, "y");
+        py::gil_scoped_release release;
+        adaptive_avg_pool2d_forward<T>(g, px, py_);
+    });
 }
 
 void adaptive_avg_backward(const AdaptiveGeometry& g, const py::array& gy, py::array& gx) {
-    validate(g, "adaptive_avg_pool2d_backward");
-    if (is_float64(gy, "adaptive_avg_pool2d_backward", "grad_y")) adaptive_avg_backward_t<double>(g, gy, gx);
-    else adaptive_avg_backward_t<float>(g, gy, gx);
-}
-
-template <typename T>
-void adaptive_max_forward_t(const AdaptiveGeometry& g, const py::array& x, py::array& y, const py::object& indices) {
-    const char* fn = "adaptive_max_pool2d_forward";
-    const T* px = input<T>(x, g.x_size(), fn, "x");
-    T* py_ = output<T>(y, g.y_size(), fn, "y");
-    int64_t* pi = nullptr;
-    if (!indices.is_none()) {
-        py::array ind = optional_array(indices, fn, "indices");
-        pi = output<int64_t>(ind, g.y_size(), fn, "indices");
-    }
-    py::gil_scoped_release release;
-    adaptive_max_pool2d_forward<T>(g, px, py_, pi);
+    const char* fn = "adaptive_avg_pool2d_backward";
+    validate(g, fn);
+    by_dtype(gy, fn, "grad_y", [&](auto zero) {
+        using T = decltype(zero);
+        const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
+        T* pgx = output<T>(gx, g.x_size(), fn, "grad_x");
+        py::gil_scoped_release release;
+        adaptive_avg_pool2d_backward<T>(g, pgy, pgx);
+    });
 }
 
 void adaptive_max_forward(const AdaptiveGeometry& g, const py::array& x, py::array& y, const py::object& indices) {
-    validate(g, "adaptive_max_pool2d_forward");
-    if (is_float64(x, "adaptive_max_pool2d_forward", "x")) adaptive_max_forward_t<double>(g, x, y, indices);
-    else adaptive_max_forward_t<float>(g, x, y, indices);
-}
-
-template <typename T>
-void adaptive_max_backward_t(const AdaptiveGeometry& g, const py::array& gy, const py::array& indices, py::array& gx) {
-    const char* fn = "adaptive_max_pool2d_backward";
-    const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
-    const int64_t* pi = input<int64_t>(indices, g.y_size(), fn, "indices");
-    T* pgx = output<T>(gx, g.x_size(), fn, "grad_x");
-    int64_t bad;
-    {
+    const char* fn = "adaptive_max_pool2d_forward";
+    validate(g, fn);
+    by_dtype(x, fn, "x", [&](auto zero) {
+        using T = decltype(zero);
+        const T* px = input<T>(x, g.x_size(), fn, "x");
+        T* py_ = output<T>(y, g.y_size(), fn, "y");
+        py::array holder;
+        int64_t* pi = optional_indices(indices, g.y_size(), fn, holder);
         py::gil_scoped_release release;
-        bad = adaptive_max_pool2d_backward<T>(g, pgy, pi, pgx);
-    }
-    if (bad >= 0) bad_index("adaptive_max_pool2d_backward", bad);
+        adaptive_max_pool2d_forward<T>(g, px, py_, pi);
+    });
 }
 
 void adaptive_max_backward(const AdaptiveGeometry& g, const py::array& gy, const py::array& indices, py::array& gx) {
-    validate(g, "adaptive_max_pool2d_backward");
-    if (is_float64(gy, "adaptive_max_pool2d_backward", "grad_y")) adaptive_max_backward_t<double>(g, gy, indices, gx);
-    else adaptive_max_backward_t<float>(g, gy, indices, gx);
+    const char* fn = "adaptive_max_pool2d_backward";
+    validate(g, fn);
+    int64_t bad = -1;
+    by_dtype(gy, fn, "grad_y", [&](auto zero) {
+        using T = decltype(zero);
+        const T* pgy = input<T>(gy, g.y_size(), fn, "grad_y");
+        const int64_t* pi = input<int64_t>(indices, g.y_size(), fn, "indices");
+        T* pgx = output<T>(gx, g.x_size(), fn, "grad_x");
+        py::gil_scoped_release release;
+        bad = adaptive_max_pool2d_backward<T>(g, pgy, pi, pgx);
+    });
+    if (bad >= 0) bad_index(fn, bad);
 }
 
 Isa isa_from_name(const std::string& name) {
