@@ -1,16 +1,33 @@
 // Convolution kernels: implicit-im2col GEMM (packed panels + ISA micro-kernels,
-// see gemm.h) for general layers, direct loops for depthwise-like layers.
+// see gemm.h) for general layers, direct loops for depthwise-like layers
+// (one input and one output channel per group) and fixed-lane dot products
+// for tiny backward-weight GEMMs.
 //
-// Determinism: every output element is produced by one task, with an
-// accumulation order fixed by the geometry and the active ISA only (tile sizes
-// never depend on the thread count). Reductions over the batch (backward
-// weight) use a batch split that depends only on the geometry, and the partial
-// results are summed in a fixed order.
+// Paths:
+//   forward        per task (image, group, pixel tile, output-channel block):
+//                  y = W * im2col(x) + bias, im2col rows packed straight into
+//                  B panels, bias as the starting value of each sum; 1x1/s1/p0
+//                  reads x in place.
+//   backward data  per task (image, group, input-channel chunk): for each
+//                  pixel tile, col = W^T * grad_y (GEMM) then col2im into the
+//                  task's own channels; 1x1/s1/p0 is one GEMM into grad_x;
+//                  depthwise stride 1 is a correlation with the flipped kernel.
+//   backward wgt   per task (batch chunk, group, column block, row block):
+//                  grad_w += grad_y[n] * im2col[n]^T over the chunk's images.
+//   backward bias  per channel, 8 double lanes.
 //
-// Memory: scratch is per thread (packed A/B blocks, one im2col row, a column
-// block for backward data) and bounded independently of the batch size. It is
-// allocated before each parallel region; nothing inside a region allocates or
-// throws.
+// Determinism: every output element is computed by exactly one task, and its
+// arithmetic (kernel, order of its sum) depends only on the geometry and the
+// active ISA. Splits that depend on the thread count (output-channel blocks,
+// forward pixel tiles, column blocks) never change an element's arithmetic (see
+// gemm.h); the kc blocks, the backward-data pixel tile and the batch chunks of
+// backward weight (summed in order afterwards) depend only on geometry and ISA.
+//
+// Memory: scratch is per thread (packed A/B blocks, an im2col row or panel, a
+// col block of at most 1 MiB for backward data, partial weight gradients of at
+// most 4 MiB), bounded independently of the batch size, allocated before each
+// parallel region and cached per calling thread. Nothing inside a region
+// allocates or throws.
 #include "conv2d.h"
 
 #include <algorithm>
