@@ -122,7 +122,11 @@ struct LinearWriter {
         d += n;
     }
     void gather(const T* s, int64_t stride, int64_t n) {
-        for (int64_t i = 0; i < n; ++i) d[i] = s[i * stride];
+        if (stride == 2) {
+            for (int64_t i = 0; i < n; ++i) d[i] = s[2 * i];
+        } else {
+            for (int64_t i = 0; i < n; ++i) d[i] = s[i * stride];
+        }
         d += n;
     }
 };
@@ -335,6 +339,8 @@ void direct_backward_data(const ConvGeometry& g, const T* gy, const T* w, T* gx)
                         const T wv = wk[r * S + s];
                         if (g.stride_w == 1) {
                             for (int64_t ow = lo; ow < hi; ++ow) xr[ow + off] += wv * yr[ow];
+                        } else if (g.stride_w == 2) {
+                            for (int64_t ow = lo; ow < hi; ++ow) xr[2 * ow + off] += wv * yr[ow];
                         } else {
                             for (int64_t ow = lo; ow < hi; ++ow)
                                 xr[ow * g.stride_w + off] += wv * yr[ow];

@@ -123,31 +123,40 @@ using DirectRowFn = void (*)(T* y, int64_t n, const T* const* src, const T* w, i
 // The *_impl templates are compiled once per ISA file: internal linkage keeps
 // the linker from merging the AVX-512 and portable instantiations.
 namespace {
-template <typename T, int V>
+// SW > 0: compile-time input stride; SW == 0: runtime stride sw.
+template <typename T, int V, int SW>
 inline int64_t direct_row_chunks(T* __restrict y, int64_t j, int64_t n, const T* const* src,
-                                 const T* w, int64_t taps) {
+                                 const T* w, int64_t taps, int64_t sw) {
+    const int64_t st = SW > 0 ? SW : sw;
     for (; j + V <= n; j += V) {
         T acc[V];
         for (int v = 0; v < V; ++v) acc[v] = y[j + v];
         for (int64_t t = 0; t < taps; ++t) {
             const T wv = w[t];
-            const T* __restrict s = src[t] + j;
-            for (int v = 0; v < V; ++v) acc[v] += wv * s[v];
+            const T* __restrict s = src[t] + j * st;
+            for (int v = 0; v < V; ++v) acc[v] += wv * s[v * st];
         }
         for (int v = 0; v < V; ++v) y[j + v] = acc[v];
     }
     return j;
 }
 
+template <typename T, int V, int SW>
+inline int64_t direct_row_all_chunks(T* y, int64_t n, const T* const* src, const T* w,
+                                     int64_t taps, int64_t sw) {
+    int64_t j = direct_row_chunks<T, V, SW>(y, 0, n, src, w, taps, sw);
+    if (V >= 8) j = direct_row_chunks<T, (V >= 8 ? V / 2 : 1), SW>(y, j, n, src, w, taps, sw);
+    if (V >= 16) j = direct_row_chunks<T, (V >= 16 ? V / 4 : 1), SW>(y, j, n, src, w, taps, sw);
+    return j;
+}
+
 template <typename T, int V>
 inline void direct_row_impl(T* __restrict y, int64_t n, const T* const* src, const T* w,
                             int64_t taps, int64_t sw) {
-    int64_t j = 0;
-    if (sw == 1) {
-        j = direct_row_chunks<T, V>(y, j, n, src, w, taps);
-        if (V >= 8) j = direct_row_chunks<T, (V >= 8 ? V / 2 : 1)>(y, j, n, src, w, taps);
-        if (V >= 16) j = direct_row_chunks<T, (V >= 16 ? V / 4 : 1)>(y, j, n, src, w, taps);
-    }
+    int64_t j;
+    if (sw == 1) j = direct_row_all_chunks<T, V, 1>(y, n, src, w, taps, sw);
+    else if (sw == 2) j = direct_row_all_chunks<T, V, 2>(y, n, src, w, taps, sw);
+    else j = direct_row_all_chunks<T, V, 0>(y, n, src, w, taps, sw);
     for (; j < n; ++j) {
         T a = y[j];
         for (int64_t t = 0; t < taps; ++t) a += w[t] * src[t][j * sw];
