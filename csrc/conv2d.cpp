@@ -270,14 +270,16 @@ void direct_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     }
     if (ihi < ilo) ihi = ilo;
     const DirectRowFn<T> row_kernel = direct_row_kernel_for<T>(active_isa());
-    std::vector<const T*> src_all(static_cast<size_t>(nt * std::max<int64_t>(RS, 1)));
-    std::vector<T> wts_all(static_cast<size_t>(nt * std::max<int64_t>(RS, 1)));
+    // Per-thread tap lists, padded so that threads never share a cache line.
+    const int64_t tap_stride = round_up(std::max<int64_t>(RS, 1), 16) + 16;
+    std::vector<const T*> src_all(static_cast<size_t>(nt * tap_stride));
+    std::vector<T> wts_all(static_cast<size_t>(nt * tap_stride));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < planes; ++t) {
         const int64_t n = t / K, k = t % K, gi = k / Kg;
         const int tid = thread_id();
-        const T** src = src_all.data() + tid * std::max<int64_t>(RS, 1);
-        T* wts = wts_all.data() + tid * std::max<int64_t>(RS, 1);
+        const T** src = src_all.data() + tid * tap_stride;
+        T* wts = wts_all.data() + tid * tap_stride;
         T* yp = y + t * OH * OW;
         const T b0 = bias ? bias[k] : T(0);
         for (int64_t oh = 0; oh < OH; ++oh) {

@@ -123,18 +123,17 @@ using DirectRowFn = void (*)(T* y, int64_t n, const T* const* src, const T* w, i
 // The *_impl templates are compiled once per ISA file: internal linkage keeps
 // the linker from merging the AVX-512 and portable instantiations.
 namespace {
-// SW > 0: compile-time input stride; SW == 0: runtime stride sw.
+// SW: compile-time input stride (1 or 2).
 template <typename T, int V, int SW>
 inline int64_t direct_row_chunks(T* __restrict y, int64_t j, int64_t n, const T* const* src,
-                                 const T* w, int64_t taps, int64_t sw) {
-    const int64_t st = SW > 0 ? SW : sw;
+                                 const T* w, int64_t taps, int64_t) {
     for (; j + V <= n; j += V) {
         T acc[V];
         for (int v = 0; v < V; ++v) acc[v] = y[j + v];
         for (int64_t t = 0; t < taps; ++t) {
             const T wv = w[t];
-            const T* __restrict s = src[t] + j * st;
-            for (int v = 0; v < V; ++v) acc[v] += wv * s[v * st];
+            const T* __restrict s = src[t] + j * SW;
+            for (int v = 0; v < V; ++v) acc[v] += wv * s[v * SW];
         }
         for (int v = 0; v < V; ++v) y[j + v] = acc[v];
     }
@@ -153,10 +152,9 @@ inline int64_t direct_row_all_chunks(T* y, int64_t n, const T* const* src, const
 template <typename T, int V>
 inline void direct_row_impl(T* __restrict y, int64_t n, const T* const* src, const T* w,
                             int64_t taps, int64_t sw) {
-    int64_t j;
+    int64_t j = 0;
     if (sw == 1) j = direct_row_all_chunks<T, V, 1>(y, n, src, w, taps, sw);
     else if (sw == 2) j = direct_row_all_chunks<T, V, 2>(y, n, src, w, taps, sw);
-    else j = direct_row_all_chunks<T, V, 0>(y, n, src, w, taps, sw);
     for (; j < n; ++j) {
         T a = y[j];
         for (int64_t t = 0; t < taps; ++t) a += w[t] * src[t][j * sw];
