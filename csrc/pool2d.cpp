@@ -340,6 +340,80 @@ void max_pool2d_forward(const PoolGeometry& g, const T* x, T* y, int64_t* indice
     });
 }
 
+namespace {
+
+// Splits planes x rows into items: planes * nb bands of rows (nb > 1 only
+// when there are too few planes to keep every thread busy).
+int64_t bands_per_plane(int64_t planes, int64_t rows, int nt) {
+    if (nt > 1 && planes < 4 * int64_t(nt)) return std::max<int64_t>(1, std::min(rows, ceil_div_nonneg(4 * int64_t(nt), planes)));
+    return 1;
+}
+
+// Max-pool backward of output rows [oh0, oh1) of one plane with dilation 1
+// on both axes. Windows are rectangles [h.lo, h.hi) x [wlo, wlo + wn); a
+// window with no input (h or w empty) goes through generic(). ASSIGN: each
+// input gets at most one contribution (non-overlapping windows), so
+// gx[idx] = 0 + gy (the rows were zeroed by the caller); else gx[idx] += gy.
+// Returns the first bad output position (within the plane) or -1.
+template <bool ASSIGN, typename T, typename Generic>
+int64_t max_bwd_rows_d1(const T* __restrict gyp, const int64_t* __restrict ip, T* __restrict gxp, int64_t in_w,
+                        int64_t out_w, int64_t oh0, int64_t oh1, const MaxAxis* hp, const int64_t* wlo,
+                        const uint64_t* wn, Generic generic) {
+    const uint64_t W = static_cast<uint64_t>(in_w);
+    for (int64_t oh = oh0; oh < oh1; ++oh) {
+        const MaxAxis& h = hp[oh];
+        const T* gr = gyp + oh * out_w;
+        const int64_t* ir = ip + oh * out_w;
+        if (h.lo >= h.hi) {
+            for (int64_t ow = 0; ow < out_w; ++ow)
+                if (generic(oh, ow, ir[ow]) == 0) return oh * out_w + ow;
+            continue;
+        }
+        const uint64_t base = static_cast<uint64_t>(h.lo * in_w);
+        const int64_t nr = h.hi - h.lo;
+        for (int64_t ow = 0; ow < out_w; ++ow) {
+            const int64_t idx = ir[ow];
+            const uint64_t n = wn[ow];
+            const uint64_t d = static_cast<uint64_t>(idx) - base - static_cast<uint64_t>(wlo[ow]);
+            bool ok = d < n;
+            for (int64_t r = 1; r < nr; ++r) ok |= d - static_cast<uint64_t>(r) * W < n;
+            if (ok) {
+                if (ASSIGN)
+                    gxp[idx] = T(0) + gr[ow];
+                else
+                    gxp[idx] += gr[ow];
+            } else if (n != 0 || generic(oh, ow, idx) == 0) {
+                return oh * out_w + ow;
+            }
+        }
+    }
+    return -1;
+}
+
+// Same with the general window test check(oh, ow, idx) (any dilation).
+template <bool ASSIGN, typename T, typename Check>
+int64_t max_bwd_rows_generic(const T* gyp, const int64_t* ip, T* gxp, int64_t out_w, int64_t oh0, int64_t oh1,
+                             Check check) {
+    for (int64_t oh = oh0; oh < oh1; ++oh) {
+        for (int64_t ow = 0; ow < out_w; ++ow) {
+            const int64_t o = oh * out_w + ow;
+            const int64_t idx = ip[o];
+            const int c = check(oh, ow, idx);
+            if (c == 1) {
+                if (ASSIGN)
+                    gxp[idx] = T(0) + gyp[o];
+                else
+                    gxp[idx] += gyp[o];
+            } else if (c == 0) {
+                return o;  // grad_x is unspecified from here on
+            }
+        }
+    }
+    return -1;
+}
+
+}  // namespace
+
 template <typename T>
 int64_t max_pool2d_backward(const PoolGeometry& g, const T* grad_y, const int64_t* indices, T* grad_x) {
     const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
@@ -350,11 +424,10 @@ int64_t max_pool2d_backward(const PoolGeometry& g, const T* grad_y, const int64_
     }
     const std::vector<MaxAxis> ha = max_axes(g.out_h, g.in_h, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h);
     const std::vector<MaxAxis> wa = max_axes(g.out_w, g.in_w, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w);
-    std::vector<int64_t> bad(static_cast<size_t>(g.planes), -1);
     const int64_t dh = g.dilation_h, dw = g.dilation_w;
     const MaxAxis* hp = ha.data();
     const MaxAxis* wp = wa.data();
-    const int64_t in_w = g.in_w;
+    const int64_t in_w = g.in_w, out_w = g.out_w;
     const RowDiv rowdiv(in_w, plane_in);
     auto check = [hp, wp, dh, dw, in_w, plane_in, &rowdiv](int64_t oh, int64_t ow, int64_t idx) -> int {
         const MaxAxis& h = hp[oh];
@@ -366,10 +439,55 @@ int64_t max_pool2d_backward(const PoolGeometry& g, const T* grad_y, const int64_
         return row >= h.lo && row < h.hi && col >= w.lo && col < w.hi &&
                (dh == 1 || (row - h.start) % dh == 0) && (dw == 1 || (col - w.start) % dw == 0);
     };
-    parallel_planes(g.planes, g.planes * (plane_in + plane_out), [&](int64_t p) {
-        bad[p] = scatter_plane(grad_y + p * plane_out, indices + p * plane_out, grad_x + p * plane_in, plane_in,
-                               g.out_h, g.out_w, check);
-    });
+    const bool d1 = dh == 1 && dw == 1;
+    std::vector<int64_t> wlo(static_cast<size_t>(out_w));
+    std::vector<uint64_t> wn(static_cast<size_t>(out_w));
+    for (int64_t ow = 0; ow < out_w; ++ow) {
+        wlo[ow] = wp[ow].lo;
+        wn[ow] = wp[ow].hi > wp[ow].lo ? static_cast<uint64_t>(wp[ow].hi - wp[ow].lo) : 0;
+    }
+    const int64_t* wlop = wlo.data();
+    const uint64_t* wnp = wn.data();
+    const int nt = threads_for(g.planes * (plane_in + 3 * plane_out));
+    // Windows that never share an input (extent <= stride on both axes): each
+    // input gets at most one contribution, so a band of output rows owns the
+    // input rows [row_start(r0), row_start(r1)) outright; zero those, then
+    // assign. Bands of one plane are independent: parallel over planes x bands.
+    const bool disjoint = (g.kernel_h - 1) * dh + 1 <= g.stride_h && (g.kernel_w - 1) * dw + 1 <= g.stride_w;
+    if (disjoint) {
+        const int64_t nb = bands_per_plane(g.planes, g.out_h, nt);
+        const int64_t items = g.planes * nb;
+        auto row_start = [&](int64_t oh) -> int64_t {
+            if (oh <= 0) return 0;
+            if (oh >= g.out_h) return g.in_h;
+            return std::min(std::max<int64_t>(oh * g.stride_h - g.pad_h, 0), g.in_h);
+        };
+        std::vector<int64_t> bad(static_cast<size_t>(items), -1);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && items > 1)
+        for (int64_t it = 0; it < items; ++it) {
+            const int64_t p = it / nb, b = it % nb;
+            const int64_t r0 = g.out_h * b / nb, r1 = g.out_h * (b + 1) / nb;
+            T* gxp = grad_x + p * plane_in;
+            std::fill(gxp + row_start(r0) * in_w, gxp + row_start(r1) * in_w, T(0));
+            const T* gyp = grad_y + p * plane_out;
+            const int64_t* ip = indices + p * plane_out;
+            bad[it] = d1 ? max_bwd_rows_d1<true>(gyp, ip, gxp, in_w, out_w, r0, r1, hp, wlop, wnp, check)
+                         : max_bwd_rows_generic<true>(gyp, ip, gxp, out_w, r0, r1, check);
+        }
+        for (int64_t it = 0; it < items; ++it)
+            if (bad[it] >= 0) return (it / nb) * plane_out + bad[it];
+        return -1;
+    }
+    std::vector<int64_t> bad(static_cast<size_t>(g.planes), -1);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && g.planes > 1)
+    for (int64_t p = 0; p < g.planes; ++p) {
+        T* gxp = grad_x + p * plane_in;
+        std::fill(gxp, gxp + plane_in, T(0));
+        const T* gyp = grad_y + p * plane_out;
+        const int64_t* ip = indices + p * plane_out;
+        bad[p] = d1 ? max_bwd_rows_d1<false>(gyp, ip, gxp, in_w, out_w, 0, g.out_h, hp, wlop, wnp, check)
+                    : max_bwd_rows_generic<false>(gyp, ip, gxp, out_w, 0, g.out_h, check);
+    }
     for (int64_t p = 0; p < g.planes; ++p)
         if (bad[p] >= 0) return p * plane_out + bad[p];
     return -1;
