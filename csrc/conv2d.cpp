@@ -1,7 +1,7 @@
 // Convolution kernels: implicit-im2col GEMM (packed panels + ISA micro-kernels,
-// see gemm.h) for general layers, direct loops for depthwise-like layers
-// (one input and one output channel per group) and fixed-lane dot products
-// for tiny backward-weight GEMMs.
+// see gemm.h) for general layers. Depthwise-like layers (one input and one
+// output channel per group) and tiny backward-weight GEMMs are dispatched to
+// the direct paths in conv2d_depthwise.cpp.
 //
 // Paths:
 //   forward        per task (image, group, pixel tile, output-channel block):
@@ -38,6 +38,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "conv2d_depthwise.h"
 #include "gemm.h"
 #include "parallel.h"
 
@@ -210,13 +211,6 @@ inline bool is_pointwise_identity(const ConvGeometry& g) {
            g.pad_top == 0 && g.pad_left == 0 && g.out_h == g.in_h && g.out_w == g.in_w;
 }
 
-// Depthwise-like layers (one input and one output channel per group): GEMM
-// would have M = 1, so use direct loops.
-inline bool use_direct(const ConvGeometry& g) {
-    const int64_t Cg = g.in_channels / g.groups, Kg = g.out_channels / g.groups;
-    return Cg == 1 && Kg == 1;
-}
-
 // Pixel tile (multiple of nr, about nc pixels) for GEMMs whose results do not
 // depend on the tiling: when there are few tiles, their number is made a
 // multiple of the thread count so the last round of tasks is not half empty.
@@ -238,181 +232,6 @@ inline int64_t split_for(int64_t base, int64_t max_split, int64_t want) {
     return s;
 }
 
-// ---------------------------------------------------------------- direct paths
-
-// Valid output-column range [lo[s], hi[s]) of every kernel column s (computed
-// once per call, outside the parallel region).
-struct ColRanges {
-    std::vector<int64_t> lo, hi;
-    explicit ColRanges(const ConvGeometry& g) : lo(g.kernel_w), hi(g.kernel_w) {
-        for (int64_t s = 0; s < g.kernel_w; ++s)
-            valid_cols(s * g.dilation_w - g.pad_left, g.stride_w, g.in_w, g.out_w, lo[s], hi[s]);
-    }
-};
-
-// Direct forward for one output plane per task. Per element the order is
-// bias, then (c, r, s) ascending; interior columns (every tap in range) go
-// through the ISA row kernel, edge columns through a scalar loop.
-template <typename T>
-void direct_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
-    const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
-    const int64_t R = g.kernel_h, S = g.kernel_w, OH = g.out_h, OW = g.out_w, G = g.groups;
-    const int64_t Cg = C / G, Kg = K / G, RS = R * S, sw = g.stride_w;
-    const int nt = num_threads();
-    const int64_t planes = N * K;
-    const ColRanges cr(g);
-    const int64_t* lo_s = cr.lo.data();
-    const int64_t* hi_s = cr.hi.data();
-    int64_t ilo = 0, ihi = OW;  // interior columns
-    for (int64_t s = 0; s < S; ++s) {
-        ilo = std::max(ilo, lo_s[s]);
-        ihi = std::min(ihi, hi_s[s]);
-    }
-    if (ihi < ilo) ihi = ilo;
-    const DirectRowFn<T> row_kernel = direct_row_kernel_for<T>(active_isa());
-    // Per-thread tap lists, padded so that threads never share a cache line.
-    const int64_t tap_stride = round_up(std::max<int64_t>(RS, 1), 16) + 16;
-    std::vector<const T*> src_all(static_cast<size_t>(nt * tap_stride));
-    std::vector<T> wts_all(static_cast<size_t>(nt * tap_stride));
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int64_t t = 0; t < planes; ++t) {
-        const int64_t n = t / K, k = t % K, gi = k / Kg;
-        const int tid = thread_id();
-        const T** src = src_all.data() + tid * tap_stride;
-        T* wts = wts_all.data() + tid * tap_stride;
-        T* yp = y + t * OH * OW;
-        const T b0 = bias ? bias[k] : T(0);
-        for (int64_t oh = 0; oh < OH; ++oh) {
-            T* yr = yp + oh * OW;
-            for (int64_t ow = 0; ow < OW; ++ow) yr[ow] = b0;
-            for (int64_t c = 0; c < Cg; ++c) {
-                const T* xp = x + (n * C + gi * Cg + c) * H * W;
-                const T* wk = w + (k * Cg + c) * RS;
-                int64_t taps = 0;
-                for (int64_t r = 0; r < R; ++r) {
-                    const int64_t ih = oh * g.stride_h - g.pad_top + r * g.dilation_h;
-                    if (ih < 0 || ih >= H) continue;
-                    const T* xr = xp + ih * W;
-                    for (int64_t s = 0; s < S; ++s) {
-                        const int64_t off = s * g.dilation_w - g.pad_left;
-                        if (ihi > ilo) src[taps] = xr + (ilo * sw + off);
-                        wts[taps] = wk[r * S + s];
-                        ++taps;
-                        // Edge columns: scalar, same (r, s) order.
-                        for (int64_t ow = lo_s[s]; ow < std::min(hi_s[s], ilo); ++ow)
-                            yr[ow] += wts[taps - 1] * xr[ow * sw + off];
-                        for (int64_t ow = std::max(lo_s[s], ihi); ow < hi_s[s]; ++ow)
-                            yr[ow] += wts[taps - 1] * xr[ow * sw + off];
-                    }
-                }
-                if (taps > 0 && ihi > ilo) row_kernel(yr + ilo, ihi - ilo, src, wts, taps, sw);
-            }
-        }
-    }
-}
-
-template <typename T>
-void direct_backward_data(const ConvGeometry& g, const T* gy, const T* w, T* gx) {
-    const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
-    const int64_t R = g.kernel_h, S = g.kernel_w, OH = g.out_h, OW = g.out_w, G = g.groups;
-    const int64_t Cg = C / G, Kg = K / G;
-    const int nt = num_threads();
-    const int64_t planes = N * C;
-    const ColRanges cr(g);
-    const int64_t* lo_s = cr.lo.data();
-    const int64_t* hi_s = cr.hi.data();
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int64_t t = 0; t < planes; ++t) {
-        const int64_t n = t / C, c = t % C, gi = c / Cg, cl = c % Cg;
-        T* xp = gx + t * H * W;
-        for (int64_t i = 0; i < H * W; ++i) xp[i] = T(0);
-        for (int64_t oh = 0; oh < OH; ++oh) {
-            for (int64_t kl = 0; kl < Kg; ++kl) {
-                const int64_t k = gi * Kg + kl;
-                const T* __restrict yr = gy + ((n * K + k) * OH + oh) * OW;
-                const T* wk = w + (k * Cg + cl) * R * S;
-                for (int64_t r = 0; r < R; ++r) {
-                    const int64_t ih = oh * g.stride_h - g.pad_top + r * g.dilation_h;
-                    if (ih < 0 || ih >= H) continue;
-                    T* __restrict xr = xp + ih * W;
-                    for (int64_t s = 0; s < S; ++s) {
-                        const int64_t off = s * g.dilation_w - g.pad_left;
-                        const int64_t lo = lo_s[s], hi = hi_s[s];
-                        const T wv = wk[r * S + s];
-                        if (g.stride_w == 1) {
-                            for (int64_t ow = lo; ow < hi; ++ow) xr[ow + off] += wv * yr[ow];
-                        } else if (g.stride_w == 2) {
-                            for (int64_t ow = lo; ow < hi; ++ow) xr[2 * ow + off] += wv * yr[ow];
-                        } else {
-                            for (int64_t ow = lo; ow < hi; ++ow)
-                                xr[ow * g.stride_w + off] += wv * yr[ow];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-// Direct backward weight (tiny GEMMs): one task per (input channel, block of
-// output channels of its group). For each image and pixel chunk the task
-// builds the R*S im2col rows of its channel once, then accumulates every
-// (k, tap) pair with fixed-lane dot products. Per output the order is
-// (image, chunk, pixel), fixed by the geometry; lanes are combined pairwise.
-template <typename T>
-void direct_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* grad_w,
-                            int64_t nb_chunks, T* partial) {
-    const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
-    const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
-    const int64_t Cg = C / G, Kg = K / G, RS = R * S, P = g.out_h * g.out_w;
-    const int64_t wsize = g.w_size();
-    const int nt = num_threads();
-    constexpr int L = kDotLanes;
-    const int64_t pc = std::max<int64_t>(L, std::min(round_up(P, L), (int64_t(4096) / RS) / L * L));
-    const int64_t ksplit = split_for(nb_chunks * C, Kg, 2 * int64_t(nt));
-    const int64_t kblk = ceil_div(Kg, ksplit);
-    const int64_t kblocks = ceil_div(Kg, kblk);
-    const int64_t tasks = nb_chunks * C * kblocks;
-    const DirectDotFn<T> dot = direct_dot_kernel_for<T>(active_isa());
-    Scratch<T> scratch(nt, kblk * RS * L + RS * pc);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int64_t t = 0; t < tasks; ++t) {
-        const int64_t kb = t % kblocks, c = (t / kblocks) % C, b = t / (kblocks * C);
-        const int64_t gi = c / Cg, cl = c % Cg;
-        const int64_t n_begin = b * N / nb_chunks, n_end = (b + 1) * N / nb_chunks;
-        T* gw = nb_chunks > 1 ? partial + b * wsize : grad_w;
-        const int64_t k0 = gi * Kg + kb * kblk, kcount = std::min(kblk, Kg - kb * kblk);
-        T* lanes = scratch.get(thread_id());
-        T* col = lanes + kblk * RS * L;
-        for (int64_t i = 0; i < kcount * RS * L; ++i) lanes[i] = T(0);
-        for (int64_t n = n_begin; n < n_end; ++n) {
-            const T* xp = x + (n * C + c) * H * W;
-            for (int64_t q0 = 0; q0 < P; q0 += pc) {
-                const int64_t qn = std::min(pc, P - q0);
-                for (int64_t rs = 0; rs < RS; ++rs) im2col_row(g, xp, rs / S, rs % S, q0, qn, col + rs * pc);
-                for (int64_t kk = 0; kk < kcount; ++kk)
-                    dot(lanes + kk * RS * L, RS, gy + (n * K + k0 + kk) * P + q0, col, pc, qn);
-            }
-        }
-        for (int64_t kk = 0; kk < kcount; ++kk) {
-            T* out = gw + ((k0 + kk) * Cg + cl) * RS;
-            for (int64_t i = 0; i < RS; ++i) {
-                T v[L];
-                for (int j = 0; j < L; ++j) v[j] = lanes[(kk * RS + i) * L + j];
-                for (int w = L / 2; w >= 1; w /= 2)
-                    for (int j = 0; j < w; ++j) v[j] = v[j] + v[j + w];
-                out[i] = v[0];
-            }
-        }
-    }
-}
-
-// Backward weight by direct dot products when the GEMM would be tiny.
-inline bool use_direct_backward_weight(const ConvGeometry& g) {
-    const int64_t Cg = g.in_channels / g.groups, Kg = g.out_channels / g.groups;
-    return use_direct(g) || (Cg * g.kernel_h * g.kernel_w <= 16 && Kg <= 16);
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------- forward
@@ -420,7 +239,7 @@ inline bool use_direct_backward_weight(const ConvGeometry& g) {
 template <typename T>
 void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
     if (g.y_size() <= 0) return;
-    if (use_direct(g)) return direct_forward(g, x, w, bias, y);
+    if (dw::use_direct(g)) return dw::forward(g, x, w, bias, y);
     const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
     const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
     const int64_t Cg = C / G, Kg = K / G, P = g.out_h * g.out_w, RS = R * S, CRS = Cg * RS;
@@ -487,21 +306,7 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
         std::memset(grad_x, 0, sizeof(T) * static_cast<size_t>(g.x_size()));
         return;
     }
-    if (use_direct(g)) {
-        if (g.stride_h == 1 && g.stride_w == 1) {
-            // Stride 1: grad_x is the correlation of grad_y with the flipped kernel.
-            ConvGeometry t = g;
-            t.in_channels = K; t.out_channels = C;
-            t.in_h = g.out_h; t.in_w = g.out_w; t.out_h = g.in_h; t.out_w = g.in_w;
-            t.pad_top = g.dilation_h * (R - 1) - g.pad_top;
-            t.pad_left = g.dilation_w * (S - 1) - g.pad_left;
-            std::vector<T> wf(static_cast<size_t>(g.w_size()));
-            for (int64_t k = 0; k < K; ++k)
-                for (int64_t i = 0; i < RS; ++i) wf[k * RS + i] = w[k * RS + (RS - 1 - i)];
-            return direct_forward(t, grad_y, wf.data(), static_cast<const T*>(nullptr), grad_x);
-        }
-        return direct_backward_data(g, grad_y, w, grad_x);
-    }
+    if (dw::use_direct(g)) return dw::backward_data(g, grad_y, w, grad_x);
     const GemmKernel<T> kr = gemm_kernel<T>();
     const int nt = num_threads();
     const int64_t mr = kr.mr, nr = kr.nr;
@@ -688,8 +493,8 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
     const int64_t partial_budget = (int64_t(4) << 20) / int64_t(sizeof(T));  // 4 MiB
     const int64_t nb_chunks = std::max<int64_t>(1, std::min<int64_t>({N, 16, partial_budget / wsize}));
     Scratch<T> partial(1, nb_chunks > 1 ? nb_chunks * wsize : 1, 1);
-    if (use_direct_backward_weight(g)) {
-        direct_backward_weight(g, grad_y, x, grad_w, nb_chunks, partial.get(0));
+    if (dw::use_direct_backward_weight(g)) {
+        dw::backward_weight(g, grad_y, x, grad_w, nb_chunks, partial.get(0));
     } else {
         gemm_backward_weight(g, grad_y, x, grad_w, nb_chunks, partial.get(0));
     }

@@ -17,7 +17,7 @@ done
 for f in csrc/kernels/gemm_*_avx512.cpp; do
     $CXX $FLAGS -mavx512f -mavx512vl -mavx512bw -mavx512dq -mavx2 -mfma -c "$f" -o "$TMP/$(basename "$f" .cpp).o"
 done
-$CXX $FLAGS csrc/tests_native/conv_test.cpp csrc/conv2d.cpp csrc/gemm.cpp \
+$CXX $FLAGS csrc/tests_native/conv_test.cpp csrc/conv2d.cpp csrc/conv2d_depthwise.cpp csrc/gemm.cpp \
     csrc/kernels/gemm_*_generic.cpp csrc/parallel.cpp csrc/cpu_features.cpp \
     "$TMP"/*.o -o "$OUT"
 rm -rf "$TMP"

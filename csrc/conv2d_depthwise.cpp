@@ -1,0 +1,370 @@
+// Direct convolution paths for depthwise-like layers (one input and one
+// output channel per group) and direct backward weight for tiny layers; see
+// conv2d_depthwise.h. Determinism: every output element is computed by one
+// task with an order fixed by the geometry and the active ISA.
+#include "conv2d_depthwise.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <vector>
+
+#include "cpu_features.h"
+#include "gemm.h"
+#include "parallel.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace convkit {
+namespace dw {
+namespace {
+
+inline int thread_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Scratch memory cached per calling thread (so repeated calls do not pay for
+// fresh pages), grown on demand. Allocation happens before any parallel
+// region; std::bad_alloc propagates to the caller. slot distinguishes buffers
+// that are alive at the same time within one call.
+inline unsigned char* caller_buffer(int slot, size_t bytes) {
+    struct Buf {
+        std::unique_ptr<unsigned char[]> mem;
+        size_t size = 0;
+    };
+    thread_local Buf bufs[2];
+    Buf& b = bufs[slot];
+    if (b.size < bytes) {
+        b.mem.reset();
+        b.size = 0;
+        b.mem.reset(new unsigned char[bytes]);
+        b.size = bytes;
+    }
+    return b.mem.get();
+}
+
+// Per-thread slices (64-byte aligned) of a caller_buffer.
+template <typename T>
+class Scratch {
+public:
+    Scratch(int threads, int64_t per_thread, int slot = 0) {
+        stride_ = round_up(std::max<int64_t>(per_thread, 1), 64 / int64_t(sizeof(T)));
+        const size_t bytes = static_cast<size_t>(stride_ * threads) * sizeof(T) + 64;
+        unsigned char* raw = caller_buffer(slot, bytes);
+        const auto addr = reinterpret_cast<uintptr_t>(raw);
+        base_ = reinterpret_cast<T*>(raw + (64 - addr % 64) % 64);
+    }
+    T* get(int thread) const { return base_ + stride_ * thread; }
+
+private:
+    T* base_ = nullptr;
+    int64_t stride_ = 0;
+};
+
+// Output columns ow with 0 <= ow*stride + off < in_w, as [lo, hi) clamped to [0, out_w).
+inline void valid_cols(int64_t off, int64_t stride, int64_t in_w, int64_t out_w, int64_t& lo,
+                       int64_t& hi) {
+    lo = off >= 0 ? 0 : ceil_div(-off, stride);
+    hi = (in_w - 1 - off) < 0 ? 0 : (in_w - 1 - off) / stride + 1;
+    lo = std::min(lo, out_w);
+    hi = std::min(hi, out_w);
+    if (hi < lo) hi = lo;
+}
+
+// dst[q - q0] = x_plane value read by output pixel q (linear over out_h*out_w)
+// through kernel tap (r, s), zero when outside the input. q in [q0, q0+n).
+// Destination for im2col rows (a plain array).
+template <typename T>
+struct LinearWriter {
+    T* d;
+    void zero(int64_t n) {
+        for (int64_t i = 0; i < n; ++i) d[i] = T(0);
+        d += n;
+    }
+    void copy(const T* s, int64_t n) {
+        for (int64_t i = 0; i < n; ++i) d[i] = s[i];
+        d += n;
+    }
+    void gather(const T* s, int64_t stride, int64_t n) {
+        if (stride == 2) {
+            for (int64_t i = 0; i < n; ++i) d[i] = s[2 * i];
+        } else {
+            for (int64_t i = 0; i < n; ++i) d[i] = s[i * stride];
+        }
+        d += n;
+    }
+};
+
+// Writes the x_plane values read by output pixels q in [q0, q0+n) (linear
+// over out_h*out_w) through kernel tap (r, s); zero outside the input.
+template <typename T, class Writer>
+void im2col_row_to(const ConvGeometry& g, const T* xp, int64_t r, int64_t s, int64_t q0, int64_t n,
+                   Writer& out) {
+    if (n <= 0) return;
+    const int64_t OW = g.out_w, H = g.in_h, W = g.in_w, sw = g.stride_w;
+    int64_t oh = q0 / OW, ow = q0 % OW;
+    const int64_t off_w = s * g.dilation_w - g.pad_left;
+    const int64_t off_h = r * g.dilation_h - g.pad_top;
+    int64_t lo, hi;
+    valid_cols(off_w, sw, W, OW, lo, hi);
+    while (n > 0) {
+        const int64_t end = ow + std::min(n, OW - ow);
+        const int64_t ih = oh * g.stride_h + off_h;
+        if (ih < 0 || ih >= H) {
+            out.zero(end - ow);
+        } else {
+            const T* xr = xp + ih * W;
+            const int64_t a = std::min(std::max(lo, ow), end);
+            const int64_t b = std::min(std::max(hi, a), end);
+            out.zero(a - ow);
+            if (b > a) {
+                if (sw == 1) out.copy(xr + (a + off_w), b - a);
+                else out.gather(xr + (a * sw + off_w), sw, b - a);
+            }
+            out.zero(end - b);
+        }
+        n -= end - ow;
+        ++oh;
+        ow = 0;
+    }
+}
+
+template <typename T>
+void im2col_row(const ConvGeometry& g, const T* xp, int64_t r, int64_t s, int64_t q0, int64_t n,
+                T* dst) {
+    LinearWriter<T> w{dst};
+    im2col_row_to(g, xp, r, s, q0, n, w);
+}
+
+// Adjoint of im2col_row: x_plane[...] += src[q - q0] for every in-range read.
+
+// Pick a split count (power of two, <= max_split) so that base*split >= want.
+inline int64_t split_for(int64_t base, int64_t max_split, int64_t want) {
+    int64_t s = 1;
+    while (base * s < want && s * 2 <= max_split) s *= 2;
+    return s;
+}
+
+// ---------------------------------------------------------------- direct paths
+
+// Valid output-column range [lo[s], hi[s]) of every kernel column s (computed
+// once per call, outside the parallel region).
+struct ColRanges {
+    std::vector<int64_t> lo, hi;
+    explicit ColRanges(const ConvGeometry& g) : lo(g.kernel_w), hi(g.kernel_w) {
+        for (int64_t s = 0; s < g.kernel_w; ++s)
+            valid_cols(s * g.dilation_w - g.pad_left, g.stride_w, g.in_w, g.out_w, lo[s], hi[s]);
+    }
+};
+
+// Direct forward for one output plane per task. Per element the order is
+// bias, then (c, r, s) ascending; interior columns (every tap in range) go
+// through the ISA row kernel, edge columns through a scalar loop.
+template <typename T>
+void direct_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+    const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
+    const int64_t R = g.kernel_h, S = g.kernel_w, OH = g.out_h, OW = g.out_w, G = g.groups;
+    const int64_t Cg = C / G, Kg = K / G, RS = R * S, sw = g.stride_w;
+    const int nt = num_threads();
+    const int64_t planes = N * K;
+    const ColRanges cr(g);
+    const int64_t* lo_s = cr.lo.data();
+    const int64_t* hi_s = cr.hi.data();
+    int64_t ilo = 0, ihi = OW;  // interior columns
+    for (int64_t s = 0; s < S; ++s) {
+        ilo = std::max(ilo, lo_s[s]);
+        ihi = std::min(ihi, hi_s[s]);
+    }
+    if (ihi < ilo) ihi = ilo;
+    const DirectRowFn<T> row_kernel = direct_row_kernel_for<T>(active_isa());
+    // Per-thread tap lists, padded so that threads never share a cache line.
+    const int64_t tap_stride = round_up(std::max<int64_t>(RS, 1), 16) + 16;
+    std::vector<const T*> src_all(static_cast<size_t>(nt * tap_stride));
+    std::vector<T> wts_all(static_cast<size_t>(nt * tap_stride));
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t t = 0; t < planes; ++t) {
+        const int64_t n = t / K, k = t % K, gi = k / Kg;
+        const int tid = thread_id();
+        const T** src = src_all.data() + tid * tap_stride;
+        T* wts = wts_all.data() + tid * tap_stride;
+        T* yp = y + t * OH * OW;
+        const T b0 = bias ? bias[k] : T(0);
+        for (int64_t oh = 0; oh < OH; ++oh) {
+            T* yr = yp + oh * OW;
+            for (int64_t ow = 0; ow < OW; ++ow) yr[ow] = b0;
+            for (int64_t c = 0; c < Cg; ++c) {
+                const T* xp = x + (n * C + gi * Cg + c) * H * W;
+                const T* wk = w + (k * Cg + c) * RS;
+                int64_t taps = 0;
+                for (int64_t r = 0; r < R; ++r) {
+                    const int64_t ih = oh * g.stride_h - g.pad_top + r * g.dilation_h;
+                    if (ih < 0 || ih >= H) continue;
+                    const T* xr = xp + ih * W;
+                    for (int64_t s = 0; s < S; ++s) {
+                        const int64_t off = s * g.dilation_w - g.pad_left;
+                        if (ihi > ilo) src[taps] = xr + (ilo * sw + off);
+                        wts[taps] = wk[r * S + s];
+                        ++taps;
+                        // Edge columns: scalar, same (r, s) order.
+                        for (int64_t ow = lo_s[s]; ow < std::min(hi_s[s], ilo); ++ow)
+                            yr[ow] += wts[taps - 1] * xr[ow * sw + off];
+                        for (int64_t ow = std::max(lo_s[s], ihi); ow < hi_s[s]; ++ow)
+                            yr[ow] += wts[taps - 1] * xr[ow * sw + off];
+                    }
+                }
+                if (taps > 0 && ihi > ilo) row_kernel(yr + ilo, ihi - ilo, src, wts, taps, sw);
+            }
+        }
+    }
+}
+
+template <typename T>
+void direct_backward_data(const ConvGeometry& g, const T* gy, const T* w, T* gx) {
+    const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
+    const int64_t R = g.kernel_h, S = g.kernel_w, OH = g.out_h, OW = g.out_w, G = g.groups;
+    const int64_t Cg = C / G, Kg = K / G;
+    const int nt = num_threads();
+    const int64_t planes = N * C;
+    const ColRanges cr(g);
+    const int64_t* lo_s = cr.lo.data();
+    const int64_t* hi_s = cr.hi.data();
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t t = 0; t < planes; ++t) {
+        const int64_t n = t / C, c = t % C, gi = c / Cg, cl = c % Cg;
+        T* xp = gx + t * H * W;
+        for (int64_t i = 0; i < H * W; ++i) xp[i] = T(0);
+        for (int64_t oh = 0; oh < OH; ++oh) {
+            for (int64_t kl = 0; kl < Kg; ++kl) {
+                const int64_t k = gi * Kg + kl;
+                const T* __restrict yr = gy + ((n * K + k) * OH + oh) * OW;
+                const T* wk = w + (k * Cg + cl) * R * S;
+                for (int64_t r = 0; r < R; ++r) {
+                    const int64_t ih = oh * g.stride_h - g.pad_top + r * g.dilation_h;
+                    if (ih < 0 || ih >= H) continue;
+                    T* __restrict xr = xp + ih * W;
+                    for (int64_t s = 0; s < S; ++s) {
+                        const int64_t off = s * g.dilation_w - g.pad_left;
+                        const int64_t lo = lo_s[s], hi = hi_s[s];
+                        const T wv = wk[r * S + s];
+                        if (g.stride_w == 1) {
+                            for (int64_t ow = lo; ow < hi; ++ow) xr[ow + off] += wv * yr[ow];
+                        } else if (g.stride_w == 2) {
+                            for (int64_t ow = lo; ow < hi; ++ow) xr[2 * ow + off] += wv * yr[ow];
+                        } else {
+                            for (int64_t ow = lo; ow < hi; ++ow)
+                                xr[ow * g.stride_w + off] += wv * yr[ow];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Direct backward weight (tiny GEMMs): one task per (input channel, block of
+// output channels of its group). For each image and pixel chunk the task
+// builds the R*S im2col rows of its channel once, then accumulates every
+// (k, tap) pair with fixed-lane dot products. Per output the order is
+// (image, chunk, pixel), fixed by the geometry; lanes are combined pairwise.
+template <typename T>
+void direct_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* grad_w,
+                            int64_t nb_chunks, T* partial) {
+    const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
+    const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
+    const int64_t Cg = C / G, Kg = K / G, RS = R * S, P = g.out_h * g.out_w;
+    const int64_t wsize = g.w_size();
+    const int nt = num_threads();
+    constexpr int L = kDotLanes;
+    const int64_t pc = std::max<int64_t>(L, std::min(round_up(P, L), (int64_t(4096) / RS) / L * L));
+    const int64_t ksplit = split_for(nb_chunks * C, Kg, 2 * int64_t(nt));
+    const int64_t kblk = ceil_div(Kg, ksplit);
+    const int64_t kblocks = ceil_div(Kg, kblk);
+    const int64_t tasks = nb_chunks * C * kblocks;
+    const DirectDotFn<T> dot = direct_dot_kernel_for<T>(active_isa());
+    Scratch<T> scratch(nt, kblk * RS * L + RS * pc);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+        const int64_t kb = t % kblocks, c = (t / kblocks) % C, b = t / (kblocks * C);
+        const int64_t gi = c / Cg, cl = c % Cg;
+        const int64_t n_begin = b * N / nb_chunks, n_end = (b + 1) * N / nb_chunks;
+        T* gw = nb_chunks > 1 ? partial + b * wsize : grad_w;
+        const int64_t k0 = gi * Kg + kb * kblk, kcount = std::min(kblk, Kg - kb * kblk);
+        T* lanes = scratch.get(thread_id());
+        T* col = lanes + kblk * RS * L;
+        for (int64_t i = 0; i < kcount * RS * L; ++i) lanes[i] = T(0);
+        for (int64_t n = n_begin; n < n_end; ++n) {
+            const T* xp = x + (n * C + c) * H * W;
+            for (int64_t q0 = 0; q0 < P; q0 += pc) {
+                const int64_t qn = std::min(pc, P - q0);
+                for (int64_t rs = 0; rs < RS; ++rs) im2col_row(g, xp, rs / S, rs % S, q0, qn, col + rs * pc);
+                for (int64_t kk = 0; kk < kcount; ++kk)
+                    dot(lanes + kk * RS * L, RS, gy + (n * K + k0 + kk) * P + q0, col, pc, qn);
+            }
+        }
+        for (int64_t kk = 0; kk < kcount; ++kk) {
+            T* out = gw + ((k0 + kk) * Cg + cl) * RS;
+            for (int64_t i = 0; i < RS; ++i) {
+                T v[L];
+                for (int j = 0; j < L; ++j) v[j] = lanes[(kk * RS + i) * L + j];
+                for (int w = L / 2; w >= 1; w /= 2)
+                    for (int j = 0; j < w; ++j) v[j] = v[j] + v[j + w];
+                out[i] = v[0];
+            }
+        }
+    }
+}
+
+
+}  // namespace
+
+template <typename T>
+void forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+    direct_forward(g, x, w, bias, y);
+}
+
+template <typename T>
+void backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T* grad_x) {
+    const int64_t C = g.in_channels, K = g.out_channels;
+    const int64_t R = g.kernel_h, S = g.kernel_w, RS = R * S;
+    if (g.stride_h == 1 && g.stride_w == 1) {
+        // Stride 1: grad_x is the correlation of grad_y with the flipped kernel.
+        ConvGeometry t = g;
+        t.in_channels = K; t.out_channels = C;
+        t.in_h = g.out_h; t.in_w = g.out_w; t.out_h = g.in_h; t.out_w = g.in_w;
+        t.pad_top = g.dilation_h * (R - 1) - g.pad_top;
+        t.pad_left = g.dilation_w * (S - 1) - g.pad_left;
+        std::vector<T> wf(static_cast<size_t>(g.w_size()));
+        for (int64_t k = 0; k < K; ++k)
+            for (int64_t i = 0; i < RS; ++i) wf[k * RS + i] = w[k * RS + (RS - 1 - i)];
+        return direct_forward(t, grad_y, wf.data(), static_cast<const T*>(nullptr), grad_x);
+    }
+    direct_backward_data(g, grad_y, w, grad_x);
+}
+
+template <typename T>
+void backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T* grad_w,
+                     int64_t nb_chunks, T* partial) {
+    direct_backward_weight(g, grad_y, x, grad_w, nb_chunks, partial);
+}
+
+#define CONVKIT_INSTANTIATE(T)                                                             \
+    template void forward<T>(const ConvGeometry&, const T*, const T*, const T*, T*);     \
+    template void backward_data<T>(const ConvGeometry&, const T*, const T*, T*);         \
+    template void backward_weight<T>(const ConvGeometry&, const T*, const T*, T*, int64_t, T*);
+CONVKIT_INSTANTIATE(float)
+CONVKIT_INSTANTIATE(double)
+#undef CONVKIT_INSTANTIATE
+
+}  // namespace dw
+}  // namespace convkit
