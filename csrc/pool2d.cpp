@@ -201,6 +201,39 @@ struct IsaFns<float> {
 #endif
         return poolk::avg_fwd_rows<float>;
     }
+    using ScatterFn = void (*)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const int64_t*,
+                               const int64_t*, const int64_t*, const int64_t*, const float*, const float*, float*, float*);
+    using DisjointFn = void (*)(int64_t, int64_t, int64_t, int64_t, const int64_t*, const int32_t*, const float*,
+                                const float*, float*, float*);
+    static ScatterFn avg_bwd_scatter_fn() {
+#ifdef CONVKIT_HAVE_AVX512
+        if (active_isa() == Isa::avx512) return poolk::avg_bwd_scatter_plane_avx512_f32;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::avg_bwd_scatter_plane_avx2_f32;
+#endif
+        return poolk::avg_bwd_scatter_plane<float>;
+    }
+    using S1Fn = void (*)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const int64_t*,
+                          const int64_t*, const float*, const float*, float*, float*);
+    static S1Fn avg_bwd_s1_fn() {
+#ifdef CONVKIT_HAVE_AVX512
+        if (active_isa() == Isa::avx512) return poolk::avg_bwd_s1_plane_avx512_f32;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::avg_bwd_s1_plane_avx2_f32;
+#endif
+        return poolk::avg_bwd_s1_plane<float>;
+    }
+    static DisjointFn avg_bwd_disjoint_fn() {
+#ifdef CONVKIT_HAVE_AVX512
+        if (active_isa() == Isa::avx512) return poolk::avg_bwd_disjoint_rows_avx512_f32;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::avg_bwd_disjoint_rows_avx2_f32;
+#endif
+        return poolk::avg_bwd_disjoint_rows<float>;
+    }
 };
 
 template <>
@@ -224,6 +257,39 @@ struct IsaFns<double> {
         if (active_isa() >= Isa::avx2) return poolk::avg_fwd_rows_avx2_f64;
 #endif
         return poolk::avg_fwd_rows<double>;
+    }
+    using ScatterFn = void (*)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const int64_t*,
+                               const int64_t*, const int64_t*, const int64_t*, const double*, const double*, double*, double*);
+    using DisjointFn = void (*)(int64_t, int64_t, int64_t, int64_t, const int64_t*, const int32_t*, const double*,
+                                const double*, double*, double*);
+    static ScatterFn avg_bwd_scatter_fn() {
+#ifdef CONVKIT_HAVE_AVX512
+        if (active_isa() == Isa::avx512) return poolk::avg_bwd_scatter_plane_avx512_f64;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::avg_bwd_scatter_plane_avx2_f64;
+#endif
+        return poolk::avg_bwd_scatter_plane<double>;
+    }
+    using S1Fn = void (*)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const int64_t*,
+                          const int64_t*, const double*, const double*, double*, double*);
+    static S1Fn avg_bwd_s1_fn() {
+#ifdef CONVKIT_HAVE_AVX512
+        if (active_isa() == Isa::avx512) return poolk::avg_bwd_s1_plane_avx512_f64;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::avg_bwd_s1_plane_avx2_f64;
+#endif
+        return poolk::avg_bwd_s1_plane<double>;
+    }
+    static DisjointFn avg_bwd_disjoint_fn() {
+#ifdef CONVKIT_HAVE_AVX512
+        if (active_isa() == Isa::avx512) return poolk::avg_bwd_disjoint_rows_avx512_f64;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::avg_bwd_disjoint_rows_avx2_f64;
+#endif
+        return poolk::avg_bwd_disjoint_rows<double>;
     }
 };
 
@@ -290,41 +356,6 @@ int64_t scatter_plane(const T* gyp, const int64_t* ip, T* gxp, int64_t plane_in,
     return -1;
 }
 
-// Avg-pool backward of one plane in torch's scatter order, tap-major: for
-// each output row oh (ascending) and window row, the column taps are visited
-// from last to first, each as one pass over the outputs. Within a pass every
-// input gets at most one contribution, and for a fixed input the passes
-// deliver its contributions in ascending ow (descending tap column), then
-// ascending oh: exactly torch's (oh, ow) order, from a zeroed gx.
-// d is a scratch row of out_w deltas.
-template <typename T>
-void avg_scatter_plane(const PoolGeometry& g, bool cip, int64_t dov, const T* gyp, T* gxp,
-                       const std::vector<poolk::AvgAxis>& hx, const std::vector<poolk::AvgAxis>& wx,
-                       const int64_t* ca, const int64_t* cb, T* d) {
-    std::fill(gxp, gxp + g.in_h * g.in_w, T(0));
-    const int64_t sw = g.stride_w;
-    for (int64_t oh = 0; oh < g.out_h; ++oh) {
-        const poolk::AvgAxis& h = hx[oh];
-        if (h.lo >= h.hi) continue;
-        for (int64_t ow = 0; ow < g.out_w; ++ow)
-            d[ow] = gyp[oh * g.out_w + ow] / static_cast<T>(poolk::avg_divisor(h, wx[ow], cip, dov));
-        for (int64_t ih = h.lo; ih < h.hi; ++ih) {
-            T* __restrict gr = gxp + ih * g.in_w;
-            for (int64_t c = g.kernel_w - 1; c >= 0; --c) {
-                // outputs whose tap c lands inside [0, in_w): [ca[c], cb[c])
-                T* __restrict q = gr + c - g.pad_w;
-                const T* __restrict dd = d;
-                if (sw == 1) {
-                    for (int64_t ow = ca[c]; ow < cb[c]; ++ow) q[ow] += dd[ow];
-                } else if (sw == 2) {
-                    for (int64_t ow = ca[c]; ow < cb[c]; ++ow) q[ow * 2] += dd[ow];
-                } else {
-                    for (int64_t ow = ca[c]; ow < cb[c]; ++ow) q[ow * sw] += dd[ow];
-                }
-            }
-        }
-    }
-}
 }  // namespace
 
 // ================================================================ max ====
@@ -556,13 +587,63 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
     std::vector<poolk::AvgAxis> hx(g.out_h), wx(g.out_w);
     for (int64_t o = 0; o < g.out_h; ++o) hx[o] = poolk::avg_axis(o, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
     for (int64_t o = 0; o < g.out_w; ++o) wx[o] = poolk::avg_axis(o, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+    // Divisor of every output of a plane, as T (the same for all planes).
+    std::vector<T> div(static_cast<size_t>(plane_out));
+    for (int64_t oh = 0; oh < g.out_h; ++oh)
+        for (int64_t ow = 0; ow < g.out_w; ++ow)
+            div[oh * g.out_w + ow] =
+                static_cast<T>(poolk::avg_divisor(hx[oh], wx[ow], count_include_pad, divisor_override));
     const int nt = threads_for(g.planes * (plane_in + plane_out));
-    // Non-overlapping windows (kernel <= stride): the gather below is a plain
-    // copy-divide per input; otherwise prefer the per-plane scatter.
+    std::vector<int64_t> ha, hb, wa, wb;
+    avg_ranges<T>(g, ha, hb, wa, wb);
+    if (ranges_single(ha, hb) && ranges_single(wa, wb)) {
+        // Every input lies in at most one window: gx = 0 + gy / divisor of
+        // that window (or 0). Any split of the input rows is race-free.
+        std::vector<int64_t> oh_of(static_cast<size_t>(g.in_h));
+        for (int64_t ih = 0; ih < g.in_h; ++ih) oh_of[ih] = hb[ih] > ha[ih] ? ha[ih] : -1;
+        std::vector<int32_t> col(static_cast<size_t>(g.in_w));
+        const bool narrow = g.out_w < (int64_t(1) << 31) - 1;
+        if (narrow) {
+            for (int64_t iw = 0; iw < g.in_w; ++iw) col[iw] = static_cast<int32_t>(wb[iw] > wa[iw] ? wa[iw] : g.out_w);
+            auto fn = IsaFns<T>::avg_bwd_disjoint_fn();
+            const int64_t nb = bands_per_plane(g.planes, g.in_h, nt);
+            const int64_t items = g.planes * nb;
+            std::vector<T> scratch(static_cast<size_t>(nt * (g.out_w + 1)));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && items > 1)
+            for (int64_t it = 0; it < items; ++it) {
+#ifdef _OPENMP
+                T* d = scratch.data() + omp_get_thread_num() * (g.out_w + 1);
+#else
+                T* d = scratch.data();
+#endif
+                const int64_t p = it / nb, b = it % nb;
+                fn(g.in_w, g.out_w, g.in_h * b / nb, g.in_h * (b + 1) / nb, oh_of.data(), col.data(), div.data(),
+                   grad_y + p * plane_out, grad_x + p * plane_in, d);
+            }
+            return;
+        }
+    }
     const bool overlap = g.kernel_h > g.stride_h || g.kernel_w > g.stride_w;
+    if (overlap && g.stride_w == 1 && g.planes >= 2 * int64_t(nt)) {
+        // Per-plane gather over padded delta rows (each plane by one thread).
+        const int64_t rz = std::max(g.kernel_w, g.in_w + g.pad_w + 1 - g.out_w) + 16;
+        const int64_t L = g.out_w + g.kernel_w + rz;
+        auto fn = IsaFns<T>::avg_bwd_s1_fn();
+        std::vector<T> scratch(static_cast<size_t>(nt * g.out_h * L));
+        parallel_planes(g.planes, g.planes * (plane_in + plane_out), [&](int64_t p) {
+#ifdef _OPENMP
+            T* D = scratch.data() + omp_get_thread_num() * g.out_h * L;
+#else
+            T* D = scratch.data();
+#endif
+            fn(g.in_h, g.in_w, g.out_h, g.out_w, g.kernel_w, g.pad_w, rz, ha.data(), hb.data(), div.data(),
+               grad_y + p * plane_out, grad_x + p * plane_in, D);
+        });
+        return;
+    }
     if (overlap && g.planes >= 2 * int64_t(nt)) {
         // Per-plane tap-major scatter (each plane by one thread).
-        std::vector<int64_t> ca(g.kernel_w), cb(g.kernel_w);
+        std::vector<int64_t> ca(g.kernel_w), cb(g.kernel_w), hlo(g.out_h), hhi(g.out_h);
         for (int64_t c = 0; c < g.kernel_w; ++c) {
             // ow*sw + c - pad_w in [0, in_w), ow in [0, out_w)
             const int64_t lo = g.pad_w - c;  // ow*sw >= lo
@@ -570,6 +651,11 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
             const int64_t hi = g.in_w - 1 + g.pad_w - c;  // ow*sw <= hi
             cb[c] = hi < 0 ? ca[c] : std::max(ca[c], std::min(g.out_w, hi / g.stride_w + 1));
         }
+        for (int64_t oh = 0; oh < g.out_h; ++oh) {
+            hlo[oh] = hx[oh].lo;
+            hhi[oh] = hx[oh].hi;
+        }
+        auto fn = IsaFns<T>::avg_bwd_scatter_fn();
         std::vector<T> scratch(static_cast<size_t>(nt * g.out_w));
         parallel_planes(g.planes, g.planes * (plane_in + plane_out), [&](int64_t p) {
 #ifdef _OPENMP
@@ -577,8 +663,8 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
 #else
             T* d = scratch.data();
 #endif
-            avg_scatter_plane(g, count_include_pad, divisor_override, grad_y + p * plane_out, grad_x + p * plane_in,
-                              hx, wx, ca.data(), cb.data(), d);
+            fn(g.in_h, g.in_w, g.out_h, g.out_w, g.kernel_w, g.stride_w, g.pad_w, hlo.data(), hhi.data(), ca.data(),
+               cb.data(), div.data(), grad_y + p * plane_out, grad_x + p * plane_in, d);
         });
         return;
     }
@@ -587,16 +673,8 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
     parallel_plane_rows(g.planes, g.out_h, g.planes * plane_out, [&](int64_t p, int64_t r0, int64_t r1) {
         const T* gyp = grad_y + p * plane_out;
         T* dp = dl + p * plane_out;
-        for (int64_t oh = r0; oh < r1; ++oh) {
-            for (int64_t ow = 0; ow < g.out_w; ++ow) {
-                const int64_t o = oh * g.out_w + ow;
-                const int64_t d = poolk::avg_divisor(hx[oh], wx[ow], count_include_pad, divisor_override);
-                dp[o] = gyp[o] / static_cast<T>(d);
-            }
-        }
+        for (int64_t o = r0 * g.out_w; o < r1 * g.out_w; ++o) dp[o] = gyp[o] / div[o];
     });
-    std::vector<int64_t> ha, hb, wa, wb;
-    avg_ranges<T>(g, ha, hb, wa, wb);
     gather_backward(g.planes, g.in_h, g.in_w, g.out_h, g.out_w, dl, grad_x, ha, hb, wa, wb);
 }
 

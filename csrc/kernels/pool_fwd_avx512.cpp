@@ -7,6 +7,21 @@
 // results are bit for bit the same.
 #include <immintrin.h>
 
+#include <cstdint>
+
+namespace convkit {
+namespace poolk {
+namespace {
+// Register-accumulating gather rows for avg_bwd_s1_plane (declared before
+// pool_impl.h, which picks it up through CONVKIT_POOL_S1_ROWS).
+template <typename T>
+void avg_bwd_s1_rows_avx512(int64_t in_h, int64_t in_w, int64_t kw, int64_t pw, int64_t L, const int64_t* ha,
+                            const int64_t* hb, const T* D, T* gxp);
+}  // namespace
+}  // namespace poolk
+}  // namespace convkit
+#define CONVKIT_POOL_S1_ROWS avg_bwd_s1_rows_avx512
+
 #include "pool_impl.h"
 #include "pool_isa.h"
 
@@ -124,6 +139,38 @@ void avg_row_avx512(const typename S::T* p, int64_t n, int64_t sw, int64_t nrows
     }
 }
 
+// Sums of V columns stay in one register over all (oh, c) taps, in the
+// portable loop's order; row tails use masked loads/stores. Loads may cover
+// up to V - 1 elements past the last needed delta: D's right padding (rz
+// includes 16) keeps them inside D.
+template <typename S>
+void s1_rows(int64_t in_h, int64_t in_w, int64_t kw, int64_t pw, int64_t L, const int64_t* ha, const int64_t* hb,
+             const typename S::T* D, typename S::T* gxp) {
+    for (int64_t ih = 0; ih < in_h; ++ih) {
+        typename S::T* row = gxp + ih * in_w;
+        for (int64_t i0 = 0; i0 < in_w; i0 += S::W) {
+            const int64_t nv = in_w - i0 < S::W ? in_w - i0 : S::W;
+            typename S::V acc = S::zero();
+            for (int64_t oh = ha[ih]; oh < hb[ih]; ++oh) {
+                const typename S::T* src = D + oh * L + kw + pw + i0;
+                for (int64_t c = kw - 1; c >= 0; --c) acc = S::add(acc, S::load(src - c, 1, S::W));
+            }
+            S::store(row + i0, nv, acc);
+        }
+    }
+}
+
+template <>
+void avg_bwd_s1_rows_avx512<float>(int64_t in_h, int64_t in_w, int64_t kw, int64_t pw, int64_t L,
+                                   const int64_t* ha, const int64_t* hb, const float* D, float* gxp) {
+    s1_rows<F32>(in_h, in_w, kw, pw, L, ha, hb, D, gxp);
+}
+template <>
+void avg_bwd_s1_rows_avx512<double>(int64_t in_h, int64_t in_w, int64_t kw, int64_t pw, int64_t L,
+                                    const int64_t* ha, const int64_t* hb, const double* D, double* gxp) {
+    s1_rows<F64>(in_h, in_w, kw, pw, L, ha, hb, D, gxp);
+}
+
 struct Avx512Fast {
     static bool max_row(const float* p, int64_t n, int64_t sw, int64_t nrows, int64_t rstep, int64_t kw,
                         int64_t dw, float* y, int64_t* idx, int64_t base) {
@@ -167,6 +214,35 @@ void avg_fwd_rows_avx512_f32(const PoolGeometry& g, bool cip, int64_t dov, const
 void avg_fwd_rows_avx512_f64(const PoolGeometry& g, bool cip, int64_t dov, const double* x, double* y,
                              int64_t r0, int64_t r1) {
     avg_fwd_rows<double, Avx512Fast>(g, cip, dov, x, y, r0, r1);
+}
+
+void avg_bwd_scatter_plane_avx512_f32(int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w, int64_t kw,
+                                   int64_t sw, int64_t pw, const int64_t* hlo, const int64_t* hhi, const int64_t* ca,
+                                   const int64_t* cb, const float* div, const float* gyp, float* gxp, float* d) {
+    avg_bwd_scatter_plane<float>(in_h, in_w, out_h, out_w, kw, sw, pw, hlo, hhi, ca, cb, div, gyp, gxp, d);
+}
+void avg_bwd_s1_plane_avx512_f32(int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w, int64_t kw, int64_t pw,
+                              int64_t rz, const int64_t* ha, const int64_t* hb, const float* div, const float* gyp,
+                              float* gxp, float* D) {
+    avg_bwd_s1_plane<float>(in_h, in_w, out_h, out_w, kw, pw, rz, ha, hb, div, gyp, gxp, D);
+}
+void avg_bwd_disjoint_rows_avx512_f32(int64_t in_w, int64_t out_w, int64_t ih0, int64_t ih1, const int64_t* oh_of,
+                                   const int32_t* col, const float* div, const float* gyp, float* gxp, float* d) {
+    avg_bwd_disjoint_rows<float>(in_w, out_w, ih0, ih1, oh_of, col, div, gyp, gxp, d);
+}
+void avg_bwd_scatter_plane_avx512_f64(int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w, int64_t kw,
+                                   int64_t sw, int64_t pw, const int64_t* hlo, const int64_t* hhi, const int64_t* ca,
+                                   const int64_t* cb, const double* div, const double* gyp, double* gxp, double* d) {
+    avg_bwd_scatter_plane<double>(in_h, in_w, out_h, out_w, kw, sw, pw, hlo, hhi, ca, cb, div, gyp, gxp, d);
+}
+void avg_bwd_s1_plane_avx512_f64(int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w, int64_t kw, int64_t pw,
+                              int64_t rz, const int64_t* ha, const int64_t* hb, const double* div, const double* gyp,
+                              double* gxp, double* D) {
+    avg_bwd_s1_plane<double>(in_h, in_w, out_h, out_w, kw, pw, rz, ha, hb, div, gyp, gxp, D);
+}
+void avg_bwd_disjoint_rows_avx512_f64(int64_t in_w, int64_t out_w, int64_t ih0, int64_t ih1, const int64_t* oh_of,
+                                   const int32_t* col, const double* div, const double* gyp, double* gxp, double* d) {
+    avg_bwd_disjoint_rows<double>(in_w, out_w, ih0, ih1, oh_of, col, div, gyp, gxp, d);
 }
 
 }  // namespace poolk

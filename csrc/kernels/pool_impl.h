@@ -269,6 +269,122 @@ inline void avg_fwd_rows(const PoolGeometry& g, bool cip, int64_t dov, const T* 
     }
 }
 
+// ------------------------------------------------------- avg backward ----
+//
+// Both planes kernels take per-output divisors (div, out_h x out_w, already
+// converted to T) and reproduce torch's scatter: gx = 0, then every output in
+// (oh, ow) order adds gy / divisor to each input of its clamped window.
+
+// Overlapping windows: one whole plane, tap-major. For each output row oh
+// (ascending) and window row, the column taps are visited from last to first,
+// each as one pass over the outputs; within a pass every input gets at most
+// one contribution, and for a fixed input the passes deliver its
+// contributions in ascending ow, then ascending oh: torch's order. ca/cb[c]:
+// outputs whose tap column c lies inside [0, in_w). d: out_w scratch.
+template <typename T>
+inline void avg_bwd_scatter_plane(int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w, int64_t kw,
+                                  int64_t sw, int64_t pw, const int64_t* hlo, const int64_t* hhi,
+                                  const int64_t* ca, const int64_t* cb, const T* __restrict div,
+                                  const T* __restrict gyp, T* __restrict gxp, T* __restrict d) {
+    std::fill(gxp, gxp + in_h * in_w, T(0));
+    for (int64_t oh = 0; oh < out_h; ++oh) {
+        if (hlo[oh] >= hhi[oh]) continue;
+        const T* __restrict gr = gyp + oh * out_w;
+        const T* __restrict dr = div + oh * out_w;
+        for (int64_t ow = 0; ow < out_w; ++ow) d[ow] = gr[ow] / dr[ow];
+        for (int64_t ih = hlo[oh]; ih < hhi[oh]; ++ih) {
+            T* __restrict row = gxp + ih * in_w;
+            for (int64_t c = kw - 1; c >= 0; --c) {
+                T* __restrict q = row + c - pw;
+                const int64_t a = ca[c], b = cb[c];
+                if (sw == 1) {
+                    for (int64_t ow = a; ow < b; ++ow) q[ow] += d[ow];
+                } else if (sw == 2) {
+                    for (int64_t ow = a; ow < b; ++ow) q[ow * 2] += d[ow];
+                } else {
+                    for (int64_t ow = a; ow < b; ++ow) q[ow * sw] += d[ow];
+                }
+            }
+        }
+    }
+}
+
+// Gather of avg_bwd_s1_plane from the padded delta rows D (row length L).
+template <typename T>
+inline void avg_bwd_s1_rows_portable(int64_t in_h, int64_t in_w, int64_t kw, int64_t pw, int64_t L,
+                                     const int64_t* ha, const int64_t* hb, const T* __restrict D,
+                                     T* __restrict gxp) {
+    for (int64_t ih = 0; ih < in_h; ++ih) {
+        T* __restrict row = gxp + ih * in_w;
+        for (int64_t iw = 0; iw < in_w; ++iw) row[iw] = T(0);
+        for (int64_t oh = ha[ih]; oh < hb[ih]; ++oh) {
+            for (int64_t c = kw - 1; c >= 0; --c) {
+                const T* __restrict src = D + oh * L + kw + pw - c;
+                for (int64_t iw = 0; iw < in_w; ++iw) row[iw] += src[iw];
+            }
+        }
+    }
+}
+
+#ifndef CONVKIT_POOL_S1_ROWS
+#define CONVKIT_POOL_S1_ROWS avg_bwd_s1_rows_portable
+#endif
+template <typename T>
+inline void avg_bwd_s1_rows(int64_t in_h, int64_t in_w, int64_t kw, int64_t pw, int64_t L, const int64_t* ha,
+                            const int64_t* hb, const T* D, T* gxp) {
+    CONVKIT_POOL_S1_ROWS(in_h, in_w, kw, pw, L, ha, hb, D, gxp);
+}
+
+// Overlapping windows with stride_w 1: one whole plane as a gather. D holds
+// each output row's deltas between kw zeros on the left and rz zeros on the
+// right (row length out_w + kw + rz; rz >= kw, rz >= in_w + pw + 1 - out_w,
+// plus 16 for the chunked reads); input (ih, iw) gets, for oh in
+// [ha[ih], hb[ih]) ascending and tap column c descending (ascending ow),
+// D[oh][iw + pw - c]: torch's order. The padding zeros are exact no-ops: a
+// sum that starts from +0 is never -0, and x + (+0) == x for any other x.
+template <typename T>
+inline void avg_bwd_s1_plane(int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w, int64_t kw, int64_t pw,
+                             int64_t rz, const int64_t* ha, const int64_t* hb, const T* __restrict div,
+                             const T* __restrict gyp, T* __restrict gxp, T* __restrict D) {
+    const int64_t L = out_w + kw + rz;
+    for (int64_t oh = 0; oh < out_h; ++oh) {
+        T* __restrict dr = D + oh * L;
+        const T* __restrict gr = gyp + oh * out_w;
+        const T* __restrict vr = div + oh * out_w;
+        for (int64_t i = 0; i < kw; ++i) dr[i] = T(0);
+        for (int64_t ow = 0; ow < out_w; ++ow) dr[kw + ow] = gr[ow] / vr[ow];
+        for (int64_t i = 0; i < rz; ++i) dr[kw + out_w + i] = T(0);
+    }
+    avg_bwd_s1_rows(in_h, in_w, kw, pw, L, ha, hb, D, gxp);
+}
+
+// Windows that never share an input: input rows [ih0, ih1) of one plane,
+// gx = 0 + gy / divisor of the one window holding it, or 0. oh_of[ih]: output
+// row of input row ih or -1; col[iw]: output column of iw or out_w (none).
+// d: out_w + 1 scratch.
+template <typename T>
+inline void avg_bwd_disjoint_rows(int64_t in_w, int64_t out_w, int64_t ih0, int64_t ih1, const int64_t* oh_of,
+                                  const int32_t* __restrict col, const T* __restrict div,
+                                  const T* __restrict gyp, T* __restrict gxp, T* __restrict d) {
+    int64_t cur = -1;
+    d[out_w] = T(0);
+    for (int64_t ih = ih0; ih < ih1; ++ih) {
+        T* __restrict row = gxp + ih * in_w;
+        const int64_t oh = oh_of[ih];
+        if (oh < 0) {
+            std::fill(row, row + in_w, T(0));
+            continue;
+        }
+        if (oh != cur) {
+            const T* __restrict gr = gyp + oh * out_w;
+            const T* __restrict dr = div + oh * out_w;
+            for (int64_t ow = 0; ow < out_w; ++ow) d[ow] = T(0) + gr[ow] / dr[ow];
+            cur = oh;
+        }
+        for (int64_t iw = 0; iw < in_w; ++iw) row[iw] = d[col[iw]];
+    }
+}
+
 }  // namespace
 }  // namespace poolk
 }  // namespace convkit
