@@ -407,23 +407,24 @@ def adaptive_window(o: int, in_size: int, out_size: int) -> Tuple[int, int]:
 # array checks shared by backends
 # --------------------------------------------------------------------------- #
 
-def float_arrays(fn: str, **named):
-    """np.asarray each non-None argument; all must share one float dtype
-    (float32 or float64). Returns the list in argument order (None kept)."""
+def float_arrays(fn: str, asarray=np.asarray, dtypes=FLOAT_DTYPES, **named):
+    """asarray each non-None argument; all must share one float dtype from
+    ``dtypes``. Returns the list in argument order (None kept)."""
     out = []
     dtype = first = None
     for name, value in named.items():
         if value is None:
             out.append(None)
             continue
-        arr = np.asarray(value)
-        if arr.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{fn}: {name} has dtype {arr.dtype}; accepted dtypes are float32 and float64")
+        arr = asarray(value)
+        if arr.dtype not in dtypes:
+            accepted = " and ".join(str(d) for d in dtypes) if len(dtypes) == 2 else ", ".join(str(d) for d in dtypes)
+            raise TypeError(f"{fn}: {name} has dtype {arr.dtype}; accepted dtypes are {accepted}")
         if dtype is None:
             dtype, first = arr.dtype, name
         elif arr.dtype != dtype:
             raise TypeError(f"{fn}: {name} has dtype {arr.dtype} but {first} has dtype {dtype}; all arrays "
-                            f"must have the same dtype (accepted dtypes are float32 and float64)")
+                            f"must have the same dtype")
         out.append(arr)
     return out
 

@@ -25,31 +25,57 @@ def _is_cupy(a) -> bool:
     return type(a).__module__.split(".")[0] == "cupy"
 
 
-def _backend(fn, backend, *arrays):
+class _Backend:
+    """The backend of one call: its kernels (``impl``), its array module and
+    the dtypes it accepts."""
+
+    def __init__(self, name):
+        self.name = name
+        if name == "cuda":
+            from . import cuda
+            if not cuda.available():
+                raise RuntimeError("convkit: the CUDA backend needs CuPy and an NVIDIA GPU "
+                                   "(pip install 'convkit[cuda]'); pass NumPy arrays to run on the CPU")
+            import cupy
+            self.impl, self.xp, self.dtypes = cuda, cupy, P.FLOAT_DTYPES + (np.dtype(np.float16),)
+        elif name == "cpu":
+            from . import cpu  # fails here, clearly, if the extension is missing
+            self.impl, self.xp, self.dtypes = cpu, np, P.FLOAT_DTYPES
+        else:
+            self.impl, self.xp, self.dtypes = None, np, P.FLOAT_DTYPES
+
+    def float_arrays(self, fn, **named):
+        return P.float_arrays(fn, asarray=self.xp.asarray, dtypes=self.dtypes, **named)
+
+    def index_array(self, fn, indices):
+        arr = self.xp.asarray(indices)
+        if arr.dtype != np.int64:
+            raise TypeError(f"{fn}: indices must be int64 (as returned with return_indices=True), got {arr.dtype}")
+        return arr
+
+    def contiguous(self, a, shape):
+        """C-contiguous, aligned 4-D view/copy of ``a`` (unbatched inputs get N=1)."""
+        if self.xp is not np:
+            return self.xp.ascontiguousarray(a).reshape(shape)
+        _check_alloc("convkit", (shape, a.dtype))
+        return np.require(a, requirements=("C", "A")).reshape(shape)
+
+
+def _backend(fn, backend, *arrays) -> _Backend:
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"{fn}: backend must be one of {BACKENDS} or None, got {backend!r}")
-    present = [a for a in arrays if a is not None]
-    on_gpu = [_is_cupy(a) for a in present]
+    on_gpu = [_is_cupy(a) for a in arrays if a is not None]
     if any(on_gpu) and not all(on_gpu):
         raise TypeError(f"{fn}: arguments mix CuPy (GPU) and NumPy (CPU) arrays; move them to one device")
     if backend is None:
         backend = "cuda" if any(on_gpu) else "cpu"
-    if backend == "cuda" or any(on_gpu):
-        raise RuntimeError(f"{fn}: the CUDA backend is not available in this build of convkit; "
-                           f"pass NumPy arrays to run on the CPU")
-    if backend == "cpu":
-        from . import cpu  # noqa: F401  (fails here, clearly, if the extension is missing)
-    return backend
-
-
-_float_arrays = P.float_arrays
-
-
-def _index_array(fn, indices):
-    arr = np.asarray(indices)
-    if arr.dtype != np.int64:
-        raise TypeError(f"{fn}: indices must be int64 (as returned with return_indices=True), got {arr.dtype}")
-    return arr
+    if any(on_gpu) and backend != "cuda":
+        raise TypeError(f"{fn}: backend={backend!r} takes NumPy arrays, got CuPy arrays")
+    if backend == "cuda" and on_gpu and not all(on_gpu):
+        raise TypeError(f"{fn}: backend='cuda' takes CuPy arrays")
+    if backend == "cuda" and not any(on_gpu):
+        raise TypeError(f"{fn}: backend='cuda' takes CuPy arrays, got NumPy arrays (move them with cupy.asarray)")
+    return _Backend(backend)
 
 
 def _physical_memory_bytes():
@@ -63,8 +89,8 @@ _PHYSICAL_MEMORY = _physical_memory_bytes()
 
 
 def _check_alloc(fn, *shapes_and_dtypes):
-    """Refuse single requests larger than physical memory: raising MemoryError
-    beats being killed by the OOM killer halfway through a kernel."""
+    """Refuse single host requests larger than physical memory: raising
+    MemoryError beats being killed by the OOM killer halfway through a kernel."""
     if _PHYSICAL_MEMORY is None:
         return
     for shape, dtype in shapes_and_dtypes:
@@ -74,19 +100,8 @@ def _check_alloc(fn, *shapes_and_dtypes):
                               f"fit in this machine's memory ({_PHYSICAL_MEMORY / 2**30:.1f} GiB)")
 
 
-def _contiguous(a, shape):
-    """C-contiguous, aligned 4-D view/copy of ``a`` (unbatched inputs get N=1)."""
-    _check_alloc("convkit", (shape, a.dtype))
-    return np.require(a, requirements=("C", "A")).reshape(shape)
-
-
 def _public(a, geometry):
     return a.reshape(geometry.public_shape(a.shape))
-
-
-def _cpu():
-    from . import cpu
-    return cpu
 
 
 # --------------------------------------------------------------------------- #
@@ -100,15 +115,17 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backen
     ``'valid'``, ``'same'`` (stride 1) and ``'full'``.
     """
     fn = "conv2d"
-    if _backend(fn, backend, x, w, bias) == "reference":
+    be = _backend(fn, backend, x, w, bias)
+    if be.name == "reference":
         from . import reference
         return reference.conv2d(x, w, bias, stride, padding, dilation, groups)
-    x, w, bias = _float_arrays(fn, input=x, weight=w, bias=bias)
+    x, w, bias = be.float_arrays(fn, input=x, weight=w, bias=bias)
     g = P.conv2d_geometry(fn, x.shape, w.shape, None if bias is None else bias.shape,
                           stride, padding, dilation, groups)
-    _check_alloc(fn, (g.y_shape, x.dtype))
-    y = _cpu().conv2d_forward(g, _contiguous(x, g.x_shape), _contiguous(w, g.w_shape),
-                              None if bias is None else _contiguous(bias, bias.shape))
+    if be.xp is np:
+        _check_alloc(fn, (g.y_shape, x.dtype))
+    y = be.impl.conv2d_forward(g, be.contiguous(x, g.x_shape), be.contiguous(w, g.w_shape),
+                              None if bias is None else be.contiguous(bias, bias.shape))
     return _public(y, g)
 
 
@@ -117,19 +134,21 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups=1,
     """Gradients of conv2d: ``(grad_input, grad_weight, grad_bias)``; entries
     whose ``output_mask`` is False are None and are not computed."""
     fn = "conv2d_backward"
-    if _backend(fn, backend, grad_out, x, w) == "reference":
+    be = _backend(fn, backend, grad_out, x, w)
+    if be.name == "reference":
         from . import reference
         return reference.conv2d_backward(grad_out, x, w, stride, padding, dilation, groups, output_mask)
     mask = P.check_output_mask(fn, output_mask)
-    grad_out, x, w = _float_arrays(fn, grad_output=grad_out, input=x, weight=w)
+    grad_out, x, w = be.float_arrays(fn, grad_output=grad_out, input=x, weight=w)
     g = P.conv2d_geometry(fn, x.shape, w.shape, None, stride, padding, dilation, groups)
     P.check_grad_shape(fn, grad_out.shape, g.public_shape(g.y_shape))
-    _check_alloc(fn, (g.x_shape, x.dtype))
-    cpu = _cpu()
-    gy = _contiguous(grad_out, g.y_shape)
-    grad_x = _public(cpu.conv2d_backward_data(g, gy, _contiguous(w, g.w_shape)), g) if mask[0] else None
-    grad_w = cpu.conv2d_backward_weight(g, gy, _contiguous(x, g.x_shape)) if mask[1] else None
-    grad_b = cpu.conv2d_backward_bias(g, gy) if mask[2] else None
+    if be.xp is np:
+        _check_alloc(fn, (g.x_shape, x.dtype))
+    impl = be.impl
+    gy = be.contiguous(grad_out, g.y_shape)
+    grad_x = _public(impl.conv2d_backward_data(g, gy, be.contiguous(w, g.w_shape)), g) if mask[0] else None
+    grad_w = impl.conv2d_backward_weight(g, gy, be.contiguous(x, g.x_shape)) if mask[1] else None
+    grad_b = impl.conv2d_backward_bias(g, gy) if mask[2] else None
     return grad_x, grad_w, grad_b
 
 
@@ -138,15 +157,17 @@ def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, gro
     """Transposed convolution as torch.nn.functional.conv_transpose2d; weight
     is (in_channels, out_channels/groups, kH, kW)."""
     fn = "conv_transpose2d"
-    if _backend(fn, backend, x, w, bias) == "reference":
+    be = _backend(fn, backend, x, w, bias)
+    if be.name == "reference":
         from . import reference
         return reference.conv_transpose2d(x, w, bias, stride, padding, output_padding, groups, dilation)
-    x, w, bias = _float_arrays(fn, input=x, weight=w, bias=bias)
+    x, w, bias = be.float_arrays(fn, input=x, weight=w, bias=bias)
     g = P.conv_transpose2d_geometry(fn, x.shape, w.shape, None if bias is None else bias.shape,
                                     stride, padding, output_padding, groups, dilation)
-    _check_alloc(fn, (g.x_shape, x.dtype))
+    if be.xp is np:
+        _check_alloc(fn, (g.x_shape, x.dtype))
     # The adjoint of the forward convolution g: its backward-data pass.
-    y = _cpu().conv2d_backward_data(g, _contiguous(x, g.y_shape), _contiguous(w, g.w_shape))
+    y = be.impl.conv2d_backward_data(g, be.contiguous(x, g.y_shape), be.contiguous(w, g.w_shape))
     if bias is not None:
         y += bias.reshape(1, -1, 1, 1)
     return _public(y, g)
@@ -156,19 +177,20 @@ def conv_transpose2d_backward(grad_out, x, w, stride=1, padding=0, output_paddin
                               output_mask=(True, True, True), *, backend=None):
     """Gradients of conv_transpose2d: ``(grad_input, grad_weight, grad_bias)``."""
     fn = "conv_transpose2d_backward"
-    if _backend(fn, backend, grad_out, x, w) == "reference":
+    be = _backend(fn, backend, grad_out, x, w)
+    if be.name == "reference":
         from . import reference
         return reference.conv_transpose2d_backward(grad_out, x, w, stride, padding, output_padding, groups,
                                                    dilation, output_mask)
     mask = P.check_output_mask(fn, output_mask)
-    grad_out, x, w = _float_arrays(fn, grad_output=grad_out, input=x, weight=w)
+    grad_out, x, w = be.float_arrays(fn, grad_output=grad_out, input=x, weight=w)
     g = P.conv_transpose2d_geometry(fn, x.shape, w.shape, None, stride, padding, output_padding,
                                     groups, dilation)
     P.check_grad_shape(fn, grad_out.shape, g.public_shape(g.x_shape))
-    cpu = _cpu()
-    gy = _contiguous(grad_out, g.x_shape)
-    grad_x = _public(cpu.conv2d_forward(g, gy, _contiguous(w, g.w_shape)), g) if mask[0] else None
-    grad_w = cpu.conv2d_backward_weight(g, _contiguous(x, g.y_shape), gy) if mask[1] else None
+    impl = be.impl
+    gy = be.contiguous(grad_out, g.x_shape)
+    grad_x = _public(impl.conv2d_forward(g, gy, be.contiguous(w, g.w_shape)), g) if mask[0] else None
+    grad_w = impl.conv2d_backward_weight(g, be.contiguous(x, g.y_shape), gy) if mask[1] else None
     grad_b = gy.sum(axis=(0, 2, 3)) if mask[2] else None
     return grad_x, grad_w, grad_b
 
@@ -182,14 +204,16 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     """Max pooling as torch.nn.functional.max_pool2d; indices are int64 flat
     offsets into each H*W plane (first maximum wins; NaN propagates)."""
     fn = "max_pool2d"
-    if _backend(fn, backend, x) == "reference":
+    be = _backend(fn, backend, x)
+    if be.name == "reference":
         from . import reference
         return reference.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
     return_indices = P.as_bool(fn, "return_indices", return_indices)
-    (x,) = _float_arrays(fn, input=x)
+    (x,) = be.float_arrays(fn, input=x)
     g = P.pool2d_geometry(fn, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    _check_alloc(fn, (g.y_shape, np.int64))
-    y, idx = _cpu().max_pool2d_forward(g, _contiguous(x, g.x_shape), return_indices)
+    if be.xp is np:
+        _check_alloc(fn, (g.y_shape, np.int64))
+    y, idx = be.impl.max_pool2d_forward(g, be.contiguous(x, g.x_shape), return_indices)
     return (_public(y, g), _public(idx, g)) if return_indices else _public(y, g)
 
 
@@ -198,16 +222,17 @@ def max_pool2d_backward(grad_out, x, indices, kernel_size, stride=None, padding=
     """Gradient of max_pool2d with respect to its input, routed through the
     recorded ``indices``; indices outside their window raise ValueError."""
     fn = "max_pool2d_backward"
-    if _backend(fn, backend, grad_out, x, indices) == "reference":
+    be = _backend(fn, backend, grad_out, x, indices)
+    if be.name == "reference":
         from . import reference
         return reference.max_pool2d_backward(grad_out, x, indices, kernel_size, stride, padding, dilation,
                                              ceil_mode)
-    grad_out, x = _float_arrays(fn, grad_output=grad_out, input=x)
-    indices = _index_array(fn, indices)
+    grad_out, x = be.float_arrays(fn, grad_output=grad_out, input=x)
+    indices = be.index_array(fn, indices)
     g = P.pool2d_geometry(fn, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     P.check_grad_shape(fn, grad_out.shape, g.public_shape(g.y_shape))
     P.check_indices(fn, indices.shape, indices.dtype, g.public_shape(g.y_shape))
-    grad_x = _cpu().max_pool2d_backward(g, _contiguous(grad_out, g.y_shape), _contiguous(indices, g.y_shape))
+    grad_x = be.impl.max_pool2d_backward(g, be.contiguous(grad_out, g.y_shape), be.contiguous(indices, g.y_shape))
     return _public(grad_x, g)
 
 
@@ -215,32 +240,35 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
                divisor_override=None, *, backend=None):
     """Average pooling as torch.nn.functional.avg_pool2d."""
     fn = "avg_pool2d"
-    if _backend(fn, backend, x) == "reference":
+    be = _backend(fn, backend, x)
+    if be.name == "reference":
         from . import reference
         return reference.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
                                     divisor_override)
-    (x,) = _float_arrays(fn, input=x)
+    (x,) = be.float_arrays(fn, input=x)
     g = P.pool2d_geometry(fn, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     include_pad = P.as_bool(fn, "count_include_pad", count_include_pad)
     divisor = P.avg_pool2d_divisor(fn, divisor_override)
-    _check_alloc(fn, (g.y_shape, x.dtype))
-    return _public(_cpu().avg_pool2d_forward(g, _contiguous(x, g.x_shape), include_pad, divisor), g)
+    if be.xp is np:
+        _check_alloc(fn, (g.y_shape, x.dtype))
+    return _public(be.impl.avg_pool2d_forward(g, be.contiguous(x, g.x_shape), include_pad, divisor), g)
 
 
 def avg_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, ceil_mode=False,
                         count_include_pad=True, divisor_override=None, *, backend=None):
     """Gradient of avg_pool2d with respect to its input."""
     fn = "avg_pool2d_backward"
-    if _backend(fn, backend, grad_out, x) == "reference":
+    be = _backend(fn, backend, grad_out, x)
+    if be.name == "reference":
         from . import reference
         return reference.avg_pool2d_backward(grad_out, x, kernel_size, stride, padding, ceil_mode,
                                              count_include_pad, divisor_override)
-    grad_out, x = _float_arrays(fn, grad_output=grad_out, input=x)
+    grad_out, x = be.float_arrays(fn, grad_output=grad_out, input=x)
     g = P.pool2d_geometry(fn, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     include_pad = P.as_bool(fn, "count_include_pad", count_include_pad)
     divisor = P.avg_pool2d_divisor(fn, divisor_override)
     P.check_grad_shape(fn, grad_out.shape, g.public_shape(g.y_shape))
-    grad_x = _cpu().avg_pool2d_backward(g, _contiguous(grad_out, g.y_shape), include_pad, divisor)
+    grad_x = be.impl.avg_pool2d_backward(g, be.contiguous(grad_out, g.y_shape), include_pad, divisor)
     return _public(grad_x, g)
 
 
@@ -248,25 +276,28 @@ def lp_pool2d(x, norm_type, kernel_size, stride=None, ceil_mode=False, *, backen
     """Power-average pooling as torch.nn.functional.lp_pool2d:
     ``(sum over the window of x**p) ** (1/p)``; norm_type=2 is L2 pooling."""
     fn = "lp_pool2d"
-    if _backend(fn, backend, x) == "reference":
+    be = _backend(fn, backend, x)
+    if be.name == "reference":
         from . import reference
         return reference.lp_pool2d(x, norm_type, kernel_size, stride, ceil_mode)
-    (x,) = _float_arrays(fn, input=x)
+    (x,) = be.float_arrays(fn, input=x)
     p, g = P.lp_pool2d_geometry(fn, x.shape, norm_type, kernel_size, stride, ceil_mode)
-    _check_alloc(fn, (g.y_shape, x.dtype))
-    return _public(_cpu().lp_pool2d_forward(g, _contiguous(x, g.x_shape), p), g)
+    if be.xp is np:
+        _check_alloc(fn, (g.y_shape, x.dtype))
+    return _public(be.impl.lp_pool2d_forward(g, be.contiguous(x, g.x_shape), p), g)
 
 
 def lp_pool2d_backward(grad_out, x, norm_type, kernel_size, stride=None, ceil_mode=False, *, backend=None):
     """Gradient of lp_pool2d with respect to its input."""
     fn = "lp_pool2d_backward"
-    if _backend(fn, backend, grad_out, x) == "reference":
+    be = _backend(fn, backend, grad_out, x)
+    if be.name == "reference":
         from . import reference
         return reference.lp_pool2d_backward(grad_out, x, norm_type, kernel_size, stride, ceil_mode)
-    grad_out, x = _float_arrays(fn, grad_output=grad_out, input=x)
+    grad_out, x = be.float_arrays(fn, grad_output=grad_out, input=x)
     p, g = P.lp_pool2d_geometry(fn, x.shape, norm_type, kernel_size, stride, ceil_mode)
     P.check_grad_shape(fn, grad_out.shape, g.public_shape(g.y_shape))
-    grad_x = _cpu().lp_pool2d_backward(g, _contiguous(grad_out, g.y_shape), _contiguous(x, g.x_shape), p)
+    grad_x = be.impl.lp_pool2d_backward(g, be.contiguous(grad_out, g.y_shape), be.contiguous(x, g.x_shape), p)
     return _public(grad_x, g)
 
 
@@ -291,13 +322,14 @@ def global_avg_pool2d_backward(grad_out, x, *, backend=None):
 
 
 def _adaptive_avg(fn, x, output_size, backend):
-    if _backend(fn, backend, x) == "reference":
+    be = _backend(fn, backend, x)
+    if be.name == "reference":
         from . import reference
         return (reference.global_avg_pool2d(x) if fn == "global_avg_pool2d"
                 else reference.adaptive_avg_pool2d(x, output_size))
-    (x,) = _float_arrays(fn, input=x)
+    (x,) = be.float_arrays(fn, input=x)
     g = P.adaptive_pool2d_geometry(fn, x.shape, output_size)
-    return _public(_cpu().adaptive_avg_pool2d_forward(g, _contiguous(x, g.x_shape)), g)
+    return _public(be.impl.adaptive_avg_pool2d_forward(g, be.contiguous(x, g.x_shape)), g)
 
 
 def _output_size_of(fn, grad_out, x):
@@ -308,42 +340,45 @@ def _output_size_of(fn, grad_out, x):
 
 
 def _adaptive_avg_backward(fn, grad_out, x, output_size, backend):
-    if _backend(fn, backend, grad_out, x) == "reference":
+    be = _backend(fn, backend, grad_out, x)
+    if be.name == "reference":
         from . import reference
         return (reference.global_avg_pool2d_backward(grad_out, x) if output_size == 1
                 else reference.adaptive_avg_pool2d_backward(grad_out, x))
-    grad_out, x = _float_arrays(fn, grad_output=grad_out, input=x)
+    grad_out, x = be.float_arrays(fn, grad_output=grad_out, input=x)
     if output_size is None:
         output_size = _output_size_of(fn, grad_out, x)
     g = P.adaptive_pool2d_geometry(fn, x.shape, output_size)
     P.check_grad_shape(fn, grad_out.shape, g.public_shape(g.y_shape))
-    return _public(_cpu().adaptive_avg_pool2d_backward(g, _contiguous(grad_out, g.y_shape)), g)
+    return _public(be.impl.adaptive_avg_pool2d_backward(g, be.contiguous(grad_out, g.y_shape)), g)
 
 
 def adaptive_max_pool2d(x, output_size, return_indices=False, *, backend=None):
     """Adaptive max pooling as torch.nn.functional.adaptive_max_pool2d."""
     fn = "adaptive_max_pool2d"
-    if _backend(fn, backend, x) == "reference":
+    be = _backend(fn, backend, x)
+    if be.name == "reference":
         from . import reference
         return reference.adaptive_max_pool2d(x, output_size, return_indices)
     return_indices = P.as_bool(fn, "return_indices", return_indices)
-    (x,) = _float_arrays(fn, input=x)
+    (x,) = be.float_arrays(fn, input=x)
     g = P.adaptive_pool2d_geometry(fn, x.shape, output_size)
-    y, idx = _cpu().adaptive_max_pool2d_forward(g, _contiguous(x, g.x_shape), return_indices)
+    y, idx = be.impl.adaptive_max_pool2d_forward(g, be.contiguous(x, g.x_shape), return_indices)
     return (_public(y, g), _public(idx, g)) if return_indices else _public(y, g)
 
 
 def adaptive_max_pool2d_backward(grad_out, x, indices, *, backend=None):
     """Gradient of adaptive_max_pool2d, routed through ``indices``."""
     fn = "adaptive_max_pool2d_backward"
-    if _backend(fn, backend, grad_out, x, indices) == "reference":
+    be = _backend(fn, backend, grad_out, x, indices)
+    if be.name == "reference":
         from . import reference
         return reference.adaptive_max_pool2d_backward(grad_out, x, indices)
-    grad_out, x = _float_arrays(fn, grad_output=grad_out, input=x)
-    indices = _index_array(fn, indices)
+    grad_out, x = be.float_arrays(fn, grad_output=grad_out, input=x)
+    indices = be.index_array(fn, indices)
     g = P.adaptive_pool2d_geometry(fn, x.shape, _output_size_of(fn, grad_out, x))
     P.check_grad_shape(fn, grad_out.shape, g.public_shape(g.y_shape))
     P.check_indices(fn, indices.shape, indices.dtype, g.public_shape(g.y_shape))
-    grad_x = _cpu().adaptive_max_pool2d_backward(g, _contiguous(grad_out, g.y_shape),
-                                                 _contiguous(indices, g.y_shape))
+    grad_x = be.impl.adaptive_max_pool2d_backward(g, be.contiguous(grad_out, g.y_shape),
+                                                 be.contiguous(indices, g.y_shape))
     return _public(grad_x, g)
