@@ -21,6 +21,7 @@ _MAX_GRID_YZ = 65535
 # one thread per output (depthwise and friends). Tests may force a path.
 GEMM_MIN_ROWS = 16
 force_path = None                  # None | "gemm" | "direct"
+force_splits = None                # None | int: backward-weight K splits (tests)
 
 i64 = np.int64
 i32 = np.int32
@@ -101,6 +102,9 @@ def weight_splits(g):
     np_ = g.batch * g.out_h * g.out_w
     if np_ == 0:
         return 1, BK
+    if force_splits is not None:
+        split_len = _ceil_div(_ceil_div(np_, force_splits), BK) * BK
+        return _ceil_div(np_, split_len), split_len
     tiles = _ceil_div(kg, BM) * _ceil_div(crs, BN) * g.groups
     splits = max(1, min(_ceil_div(512, tiles), np_ // 256, 128))
     split_len = _ceil_div(_ceil_div(np_, splits), BK) * BK
