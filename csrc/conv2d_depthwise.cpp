@@ -13,6 +13,7 @@
 
 #include "cpu_features.h"
 #include "gemm.h"
+#include "kernels/dwconv_impl.h"
 #include "parallel.h"
 
 #ifdef _OPENMP
@@ -326,10 +327,165 @@ void direct_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* g
 }
 
 
+// ---------------------------------------------------------------- 3x3 fast paths
+
+// Depthwise 3x3, dilation 1, stride_w 1 or 2, non-negative padding: the
+// vector kernels of dwconv_impl.h on zero-padded input bands.
+inline bool use_dw3(const ConvGeometry& g) {
+    return g.kernel_h == 3 && g.kernel_w == 3 && g.dilation_h == 1 && g.dilation_w == 1 &&
+           (g.stride_w == 1 || g.stride_w == 2) && g.stride_h >= 1 && g.pad_top >= 0 &&
+           g.pad_left >= 0;
+}
+
+template <typename T> Dw3FwdFn<T> dw3_fwd_for(Isa isa);
+template <typename T> Dw3WgtFn<T> dw3_wgt_for(Isa isa);
+template <> Dw3FwdFn<float> dw3_fwd_for<float>(Isa isa) {
+#ifdef CONVKIT_HAVE_AVX512
+    if (isa == Isa::avx512) return dw3_fwd_avx512_f32;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+    if (isa == Isa::avx2 || isa == Isa::avx512) return dw3_fwd_avx2_f32;
+#endif
+    (void)isa;
+    return dw3_fwd_generic_f32;
+}
+template <> Dw3FwdFn<double> dw3_fwd_for<double>(Isa isa) {
+#ifdef CONVKIT_HAVE_AVX512
+    if (isa == Isa::avx512) return dw3_fwd_avx512_f64;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+    if (isa == Isa::avx2 || isa == Isa::avx512) return dw3_fwd_avx2_f64;
+#endif
+    (void)isa;
+    return dw3_fwd_generic_f64;
+}
+template <> Dw3WgtFn<float> dw3_wgt_for<float>(Isa isa) {
+#ifdef CONVKIT_HAVE_AVX512
+    if (isa == Isa::avx512) return dw3_wgt_avx512_f32;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+    if (isa == Isa::avx2 || isa == Isa::avx512) return dw3_wgt_avx2_f32;
+#endif
+    (void)isa;
+    return dw3_wgt_generic_f32;
+}
+template <> Dw3WgtFn<double> dw3_wgt_for<double>(Isa isa) {
+#ifdef CONVKIT_HAVE_AVX512
+    if (isa == Isa::avx512) return dw3_wgt_avx512_f64;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+    if (isa == Isa::avx2 || isa == Isa::avx512) return dw3_wgt_avx2_f64;
+#endif
+    (void)isa;
+    return dw3_wgt_generic_f64;
+}
+
+// Zero-padded input bands: a band of `out_rows` output rows reads
+// (out_rows-1)*sh + 3 padded input rows of ldx columns (about 64 KiB).
+struct Dw3Bands {
+    int64_t ldx, out_rows, in_rows;
+    explicit Dw3Bands(const ConvGeometry& g, int64_t elem_size) {
+        ldx = round_up(round_up(g.out_w, kDwChunk) * g.stride_w + 3, 16);
+        const int64_t budget = (int64_t(64) << 10) / elem_size;
+        const int64_t fit = budget / ldx;
+        out_rows = fit > 3 ? (fit - 3) / g.stride_h + 1 : 1;
+        out_rows = std::max<int64_t>(1, std::min(out_rows, g.out_h));
+        in_rows = (out_rows - 1) * g.stride_h + 3;
+    }
+};
+
+// Fills rows [row0, row0 + rows) of the padded plane (row i holds input row
+// i - pad_top, column j holds input column j - pad_left; zero elsewhere).
+template <typename T>
+inline void dw3_fill_band(const ConvGeometry& g, const T* xp, int64_t ldx, int64_t row0,
+                          int64_t rows, T* band) {
+    const int64_t H = g.in_h, W = g.in_w, pl = g.pad_left;
+    const int64_t c0 = std::min(pl, ldx), c1 = std::min(pl + W, ldx);
+    for (int64_t i = 0; i < rows; ++i) {
+        T* d = band + i * ldx;
+        const int64_t ih = row0 + i - g.pad_top;
+        if (ih < 0 || ih >= H) {
+            for (int64_t j = 0; j < ldx; ++j) d[j] = T(0);
+            continue;
+        }
+        const T* s = xp + ih * W;
+        for (int64_t j = 0; j < c0; ++j) d[j] = T(0);
+        for (int64_t j = c0; j < c1; ++j) d[j] = s[j - pl];
+        for (int64_t j = c1; j < ldx; ++j) d[j] = T(0);
+    }
+}
+
+// Threads for `work` multiply-adds: one below ~256K (a region costs more).
+inline int threads_for(int64_t work) {
+    return work < (int64_t(1) << 18) ? 1 : num_threads();
+}
+
+template <typename T>
+void dw3_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+    const int64_t K = g.out_channels, H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w;
+    const int64_t planes = g.batch * K;
+    const Dw3Bands bd(g, int64_t(sizeof(T)));
+    const int nt = threads_for(planes * OH * OW * 9);
+    const Dw3FwdFn<T> kern = dw3_fwd_for<T>(active_isa());
+    Scratch<T> scratch(nt, bd.in_rows * bd.ldx);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 4)
+    for (int64_t t = 0; t < planes; ++t) {
+        const int64_t k = t % K;
+        T* band = scratch.get(thread_id());
+        const T* xp = x + t * H * W;  // Cg == Kg == 1: input plane t
+        const T b0 = bias ? bias[k] : T(0);
+        for (int64_t oh0 = 0; oh0 < OH; oh0 += bd.out_rows) {
+            const int64_t rows = std::min(bd.out_rows, OH - oh0);
+            dw3_fill_band(g, xp, bd.ldx, oh0 * g.stride_h, (rows - 1) * g.stride_h + 3, band);
+            kern(band, bd.ldx, w + k * 9, b0, y + (t * OH + oh0) * OW, rows, OW, g.stride_h,
+                 g.stride_w);
+        }
+    }
+}
+
+template <typename T>
+void dw3_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* grad_w,
+                         int64_t nb_chunks, T* partial) {
+    const int64_t N = g.batch, K = g.out_channels, H = g.in_h, W = g.in_w;
+    const int64_t OH = g.out_h, OW = g.out_w, P = OH * OW, wsize = g.w_size();
+    constexpr int L = kDwLanes;
+    const Dw3Bands bd(g, int64_t(sizeof(T)));
+    const int64_t tasks = nb_chunks * K;
+    const int nt = threads_for(N * K * P * 9);
+    const Dw3WgtFn<T> kern = dw3_wgt_for<T>(active_isa());
+    Scratch<T> scratch(nt, bd.in_rows * bd.ldx + 9 * L);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+        const int64_t k = t % K, b = t / K;
+        const int64_t n_begin = b * N / nb_chunks, n_end = (b + 1) * N / nb_chunks;
+        T* band = scratch.get(thread_id());
+        T* lanes = band + bd.in_rows * bd.ldx;
+        for (int i = 0; i < 9 * L; ++i) lanes[i] = T(0);
+        for (int64_t n = n_begin; n < n_end; ++n) {
+            const T* xp = x + (n * K + k) * H * W;
+            for (int64_t oh0 = 0; oh0 < OH; oh0 += bd.out_rows) {
+                const int64_t rows = std::min(bd.out_rows, OH - oh0);
+                dw3_fill_band(g, xp, bd.ldx, oh0 * g.stride_h, (rows - 1) * g.stride_h + 3, band);
+                kern(lanes, gy + (n * K + k) * P + oh0 * OW, band, bd.ldx, rows, OW, g.stride_h,
+                     g.stride_w);
+            }
+        }
+        T* out = (nb_chunks > 1 ? partial + b * wsize : grad_w) + k * 9;
+        for (int tap = 0; tap < 9; ++tap) {
+            T v[L];
+            for (int j = 0; j < L; ++j) v[j] = lanes[tap * L + j];
+            for (int h = L / 2; h >= 1; h /= 2)
+                for (int j = 0; j < h; ++j) v[j] = v[j] + v[j + h];
+            out[tap] = v[0];
+        }
+    }
+}
+
 }  // namespace
 
 template <typename T>
 void forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+    if (use_dw3(g)) return dw3_forward(g, x, w, bias, y);
     direct_forward(g, x, w, bias, y);
 }
 
@@ -347,6 +503,7 @@ void backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T* grad_x
         std::vector<T> wf(static_cast<size_t>(g.w_size()));
         for (int64_t k = 0; k < K; ++k)
             for (int64_t i = 0; i < RS; ++i) wf[k * RS + i] = w[k * RS + (RS - 1 - i)];
+        if (use_dw3(t)) return dw3_forward(t, grad_y, wf.data(), static_cast<const T*>(nullptr), grad_x);
         return direct_forward(t, grad_y, wf.data(), static_cast<const T*>(nullptr), grad_x);
     }
     direct_backward_data(g, grad_y, w, grad_x);
@@ -355,6 +512,7 @@ void backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T* grad_x
 template <typename T>
 void backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T* grad_w,
                      int64_t nb_chunks, T* partial) {
+    if (use_direct(g) && use_dw3(g)) return dw3_backward_weight(g, grad_y, x, grad_w, nb_chunks, partial);
     direct_backward_weight(g, grad_y, x, grad_w, nb_chunks, partial);
 }
 

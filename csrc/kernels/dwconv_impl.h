@@ -1,0 +1,175 @@
+// Depthwise 3x3 kernels (dilation 1, any padding, stride_w 1 or 2, any
+// stride_h) on a zero-padded input band; compiled once per ISA file
+// (dwconv_{generic,avx2,avx512}.cpp), dispatched from conv2d_depthwise.cpp.
+//
+// Padded band: xp[i * ldx + j] (i: band row, j: padded column); the caller
+// zero-fills everything outside the real input, including the columns that
+// the last (partial) vector chunk reads beyond the output width, so every
+// read below is in bounds and branch-free. ldx >= round_up(OW, kDwChunk) * sw + 3.
+//
+// Order of every sum is fixed by the geometry (and the ISA's FMA use):
+//   forward   y = bias + w0*x0 + w1*x1 + ... + w8*x8   (taps row-major)
+//   weight    lanes[t * kDwLanes + (ow % kDwLanes)] += gy * x, over the band's
+//             output rows then columns in increasing order.
+#pragma once
+#include <cstdint>
+
+#include "cpu_features.h"
+
+namespace convkit {
+namespace dw {
+
+constexpr int kDwChunk = 64;  // forward: output columns per vector block (max)
+constexpr int kDwLanes = 32;  // backward weight: accumulator lanes per tap
+
+namespace {
+
+// One block of B output columns starting at j; stores the first n (<= B).
+template <typename T, int B, int SW>
+inline void dw3_fwd_block(const T* __restrict x0, const T* __restrict x1, const T* __restrict x2,
+                          const T* __restrict w, T bias, T* __restrict y, int64_t j, int n) {
+    T acc[B];
+    for (int v = 0; v < B; ++v) acc[v] = bias;
+    const T* rows[3] = {x0 + j * SW, x1 + j * SW, x2 + j * SW};
+    for (int r = 0; r < 3; ++r) {
+        const T* __restrict xr = rows[r];
+        const T w0 = w[3 * r], w1 = w[3 * r + 1], w2 = w[3 * r + 2];
+        for (int v = 0; v < B; ++v) acc[v] += w0 * xr[v * SW];
+        for (int v = 0; v < B; ++v) acc[v] += w1 * xr[v * SW + 1];
+        for (int v = 0; v < B; ++v) acc[v] += w2 * xr[v * SW + 2];
+    }
+    if (n == B) {
+        for (int v = 0; v < B; ++v) y[j + v] = acc[v];
+    } else {
+        for (int v = 0; v < n; ++v) y[j + v] = acc[v];
+    }
+}
+
+template <typename T, int SW>
+inline void dw3_fwd_rows(const T* xp, int64_t ldx, const T* w, T bias, T* y, int64_t rows,
+                         int64_t OW, int64_t sh) {
+    constexpr int B = kDwChunk * 4 / int(sizeof(T));  // 64 floats / 32 doubles
+    constexpr int B2 = B / 2, B4 = B / 4;
+    for (int64_t i = 0; i < rows; ++i) {
+        const T* x0 = xp + i * sh * ldx;
+        const T* x1 = x0 + ldx;
+        const T* x2 = x1 + ldx;
+        T* yr = y + i * OW;
+        int64_t j = 0;
+        for (; j + B <= OW; j += B) dw3_fwd_block<T, B, SW>(x0, x1, x2, w, bias, yr, j, B);
+        const int64_t rem = OW - j;
+        if (rem > B2) dw3_fwd_block<T, B, SW>(x0, x1, x2, w, bias, yr, j, int(rem));
+        else if (rem > B4) dw3_fwd_block<T, B2, SW>(x0, x1, x2, w, bias, yr, j, int(rem));
+        else if (rem > 0) dw3_fwd_block<T, B4, SW>(x0, x1, x2, w, bias, yr, j, int(rem));
+    }
+}
+
+template <typename T>
+inline void dw3_fwd_impl(const T* xp, int64_t ldx, const T* w, T bias, T* y, int64_t rows,
+                         int64_t OW, int64_t sh, int64_t sw) {
+    if (sw == 1) dw3_fwd_rows<T, 1>(xp, ldx, w, bias, y, rows, OW, sh);
+    else dw3_fwd_rows<T, 2>(xp, ldx, w, bias, y, rows, OW, sh);
+}
+
+template <typename T, int SW>
+inline void dw3_wgt_rows(T* lanes, const T* gy, const T* xp, int64_t ldx, int64_t rows,
+                         int64_t OW, int64_t sh) {
+    constexpr int L = kDwLanes;
+    for (int r = 0; r < 3; ++r) {
+        T a0[L], a1[L], a2[L];
+        for (int v = 0; v < L; ++v) {
+            a0[v] = lanes[(3 * r + 0) * L + v];
+            a1[v] = lanes[(3 * r + 1) * L + v];
+            a2[v] = lanes[(3 * r + 2) * L + v];
+        }
+        for (int64_t i = 0; i < rows; ++i) {
+            const T* __restrict xr = xp + (i * sh + r) * ldx;
+            const T* __restrict g = gy + i * OW;
+            int64_t j = 0;
+            for (; j + L <= OW; j += L) {
+                const T* __restrict xs = xr + j * SW;
+                for (int v = 0; v < L; ++v) {
+                    const T gv = g[j + v];
+                    a0[v] += gv * xs[v * SW];
+                    a1[v] += gv * xs[v * SW + 1];
+                    a2[v] += gv * xs[v * SW + 2];
+                }
+            }
+            const int64_t rem = OW - j;
+            if (rem > 0) {
+                const T* __restrict xs = xr + j * SW;
+                for (int v = 0; v < L; ++v) {
+                    if (v < rem) {
+                        const T gv = g[j + v];
+                        a0[v] += gv * xs[v * SW];
+                        a1[v] += gv * xs[v * SW + 1];
+                        a2[v] += gv * xs[v * SW + 2];
+                    }
+                }
+            }
+        }
+        for (int v = 0; v < L; ++v) {
+            lanes[(3 * r + 0) * L + v] = a0[v];
+            lanes[(3 * r + 1) * L + v] = a1[v];
+            lanes[(3 * r + 2) * L + v] = a2[v];
+        }
+    }
+}
+
+template <typename T>
+inline void dw3_wgt_impl(T* lanes, const T* gy, const T* xp, int64_t ldx, int64_t rows,
+                         int64_t OW, int64_t sh, int64_t sw) {
+    if (sw == 1) dw3_wgt_rows<T, 1>(lanes, gy, xp, ldx, rows, OW, sh);
+    else dw3_wgt_rows<T, 2>(lanes, gy, xp, ldx, rows, OW, sh);
+}
+
+}  // namespace
+
+// y[i*OW + ow] for band output rows i < rows: bias + sum over taps (r, s) of
+// w[r*3+s] * xp[(i*sh + r)*ldx + ow*sw + s]; sw is 1 or 2.
+template <typename T>
+using Dw3FwdFn = void (*)(const T* xp, int64_t ldx, const T* w, T bias, T* y, int64_t rows,
+                          int64_t OW, int64_t sh, int64_t sw);
+// lanes[t*kDwLanes + ow % kDwLanes] += gy[i*OW + ow] * xp[(i*sh + r)*ldx + ow*sw + s], t = r*3+s.
+template <typename T>
+using Dw3WgtFn = void (*)(T* lanes, const T* gy, const T* xp, int64_t ldx, int64_t rows,
+                          int64_t OW, int64_t sh, int64_t sw);
+
+#define CONVKIT_DW3_DECLARE(isa)                                                                \
+    void dw3_fwd_##isa##_f32(const float*, int64_t, const float*, float, float*, int64_t,        \
+                             int64_t, int64_t, int64_t);                                          \
+    void dw3_fwd_##isa##_f64(const double*, int64_t, const double*, double, double*, int64_t,    \
+                             int64_t, int64_t, int64_t);                                          \
+    void dw3_wgt_##isa##_f32(float*, const float*, const float*, int64_t, int64_t, int64_t,      \
+                             int64_t, int64_t);                                                   \
+    void dw3_wgt_##isa##_f64(double*, const double*, const double*, int64_t, int64_t, int64_t,   \
+                             int64_t, int64_t);
+CONVKIT_DW3_DECLARE(generic)
+#ifdef CONVKIT_HAVE_AVX2
+CONVKIT_DW3_DECLARE(avx2)
+#endif
+#ifdef CONVKIT_HAVE_AVX512
+CONVKIT_DW3_DECLARE(avx512)
+#endif
+#undef CONVKIT_DW3_DECLARE
+
+#define CONVKIT_DW3_DEFINE(isa)                                                                   \
+    void dw3_fwd_##isa##_f32(const float* xp, int64_t ldx, const float* w, float b, float* y,     \
+                             int64_t rows, int64_t OW, int64_t sh, int64_t sw) {                  \
+        dw3_fwd_impl<float>(xp, ldx, w, b, y, rows, OW, sh, sw);                                  \
+    }                                                                                             \
+    void dw3_fwd_##isa##_f64(const double* xp, int64_t ldx, const double* w, double b, double* y, \
+                             int64_t rows, int64_t OW, int64_t sh, int64_t sw) {                  \
+        dw3_fwd_impl<double>(xp, ldx, w, b, y, rows, OW, sh, sw);                                 \
+    }                                                                                             \
+    void dw3_wgt_##isa##_f32(float* l, const float* gy, const float* xp, int64_t ldx,             \
+                             int64_t rows, int64_t OW, int64_t sh, int64_t sw) {                  \
+        dw3_wgt_impl<float>(l, gy, xp, ldx, rows, OW, sh, sw);                                    \
+    }                                                                                             \
+    void dw3_wgt_##isa##_f64(double* l, const double* gy, const double* xp, int64_t ldx,          \
+                             int64_t rows, int64_t OW, int64_t sh, int64_t sw) {                  \
+        dw3_wgt_impl<double>(l, gy, xp, ldx, rows, OW, sh, sw);                                   \
+    }
+
+}  // namespace dw
+}  // namespace convkit
