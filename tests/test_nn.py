@@ -250,6 +250,69 @@ def test_state_dict_round_trips_with_torch(rng):
         np.testing.assert_allclose(ours(x), ref2.double()(torch.from_numpy(x)).numpy(), rtol=1e-6, atol=1e-7)
 
 
+class _Net(nn.Module):
+    """A hand-written module: attribute names become state_dict prefixes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(4 * 4 * 4, 3))
+        self.scale = nn.Parameter(np.ones(1, dtype=np.float32))
+
+    def forward(self, x):
+        self._unscaled = self.head(self.pool(self.act(self.conv1(x))))
+        self._s = self.scale.data.astype(x.dtype)
+        return self._unscaled * self._s
+
+    def backward(self, grad_out):
+        self.scale.accumulate((grad_out * self._unscaled).sum().reshape(1))
+        g = self.head.backward(grad_out * self._s)
+        return self.conv1.backward(self.act.backward(self.pool.backward(g)))
+
+
+@pytest.mark.torch
+def test_custom_module_keys_and_torch_interop(rng):
+    torch = pytest.importorskip("torch")
+    tnn = torch.nn
+
+    class TNet(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = tnn.Parameter(torch.ones(1))
+            self.conv1 = tnn.Conv2d(1, 4, 3, padding=1)
+            self.act = tnn.ReLU()
+            self.pool = tnn.MaxPool2d(2)
+            self.head = tnn.Sequential(tnn.Flatten(), tnn.Dropout(0.5), tnn.Linear(4 * 4 * 4, 3))
+
+        def forward(self, x):
+            return self.head(self.pool(self.act(self.conv1(x)))) * self.scale
+
+    nn.manual_seed(8)
+    ours = _Net().double()
+    ref = TNet().double()
+    # torch lists a module's own parameters before its children's; so do we
+    assert list(ours.state_dict()) == list(ref.state_dict()) == [
+        "scale", "conv1.weight", "conv1.bias", "head.2.weight", "head.2.bias"]
+    ours.scale.data[:] = 1.5
+    ref.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    ours.eval()
+    ref.eval()
+    x = rng.standard_normal((2, 1, 8, 8))
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    yt = ref(xt)
+    y = ours(x)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10)
+    g = rng.standard_normal(y.shape)
+    gx = ours.backward(g)
+    yt.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    tgrads = dict(ref.named_parameters())
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(p.grad, tgrads[name].grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
 @pytest.mark.torch
 def test_default_init_statistics_like_torch():
     pytest.importorskip("torch")
