@@ -398,17 +398,16 @@ extern "C" __global__ void conv2d_reduce_splits(const acc_t* __restrict__ partia
 // ------------------------------------------------------- bias gradient ----
 
 // One block per output channel (grid-stride): each thread sums a fixed
-// strided subset of (img, pixel), then a fixed-shape tree in shared memory.
+// strided subset of the pixels of every image, then a fixed-shape tree in shared memory.
 extern "C" __global__ void __launch_bounds__(NTHREADS) conv2d_backward_bias(
     const scalar_t* __restrict__ grad_y, scalar_t* __restrict__ grad_bias, i64 N, i64 K, i64 P) {
     __shared__ acc_t red[NTHREADS];
     const int t = threadIdx.x;
-    const i64 NP = N * P;
     for (i64 k = blockIdx.x; k < K; k += gridDim.x) {
         acc_t s = 0;
-        for (i64 j = t; j < NP; j += NTHREADS) {
-            const i64 img = j / P, pq = j - img * P;
-            s += to_acc(grad_y[(img * K + k) * P + pq]);
+        for (i64 img = 0; img < N; ++img) {
+            const scalar_t* gp = grad_y + (img * K + k) * P;
+            for (i64 pq = t; pq < P; pq += NTHREADS) s += to_acc(gp[pq]);
         }
         red[t] = s;
         __syncthreads();
