@@ -481,6 +481,73 @@ void dw3_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* grad
     }
 }
 
+template <typename T>
+using Dw3s2BwdFn = void (*)(T*, int64_t, int64_t, const T* const*, const T*, T*);
+template <typename T> Dw3s2BwdFn<T> dw3s2_bwd_for(Isa isa);
+#define CONVKIT_DW3S2_FOR(T, sfx)                                                        \
+    template <> Dw3s2BwdFn<T> dw3s2_bwd_for<T>(Isa isa) {                              \
+        CONVKIT_DW3S2_AVX512(sfx)                                                      \
+        CONVKIT_DW3S2_AVX2(sfx)                                                        \
+        (void)isa;                                                                     \
+        return dw3s2_bwd_row_generic_##sfx;                                            \
+    }
+#ifdef CONVKIT_HAVE_AVX512
+#define CONVKIT_DW3S2_AVX512(sfx) if (isa == Isa::avx512) return dw3s2_bwd_row_avx512_##sfx;
+#else
+#define CONVKIT_DW3S2_AVX512(sfx)
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+#define CONVKIT_DW3S2_AVX2(sfx) \
+    if (isa == Isa::avx2 || isa == Isa::avx512) return dw3s2_bwd_row_avx2_##sfx;
+#else
+#define CONVKIT_DW3S2_AVX2(sfx)
+#endif
+CONVKIT_DW3S2_FOR(float, f32)
+CONVKIT_DW3S2_FOR(double, f64)
+#undef CONVKIT_DW3S2_FOR
+#undef CONVKIT_DW3S2_AVX512
+#undef CONVKIT_DW3S2_AVX2
+
+// Stride-2 backward data (depthwise 3x3, stride_w 2): per grad_x plane, each
+// row from the (up to 3) grad_y rows that reach it, via zero-padded copies.
+template <typename T>
+void dw3s2_backward_data(const ConvGeometry& g, const T* gy, const T* w, T* gx) {
+    const int64_t C = g.in_channels, H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w;
+    const int64_t pl = g.pad_left, sh = g.stride_h;
+    const int64_t planes = g.batch * C;
+    const int64_t M = (W + pl) / 2 + 1;
+    const int64_t ldg = std::max(M + 1, OW + 2);  // padded grad_y row
+    const int nt = threads_for(planes * H * W * 3);
+    const Dw3s2BwdFn<T> kern = dw3s2_bwd_for<T>(active_isa());
+    Scratch<T> scratch(nt, OH * ldg + 2 * (M + 1));
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 4)
+    for (int64_t t = 0; t < planes; ++t) {
+        const int64_t c = t % C;
+        T* buf = scratch.get(thread_id());
+        T* tmp = buf + OH * ldg;
+        const T* yp = gy + t * OH * OW;
+        for (int64_t oh = 0; oh < OH; ++oh) {
+            T* d = buf + oh * ldg;
+            d[0] = T(0);
+            const int64_t n = std::min(OW, ldg - 1);
+            for (int64_t j = 0; j < n; ++j) d[j + 1] = yp[oh * OW + j];
+            for (int64_t j = n + 1; j < ldg; ++j) d[j] = T(0);
+        }
+        T* xp = gx + t * H * W;
+        for (int64_t ih = 0; ih < H; ++ih) {
+            const T* rows[3];
+            const int64_t i = ih + g.pad_top;
+            for (int r = 0; r < 3; ++r) {
+                rows[r] = nullptr;
+                if (i - r < 0 || (i - r) % sh != 0) continue;
+                const int64_t oh = (i - r) / sh;
+                if (oh < OH) rows[r] = buf + oh * ldg;
+            }
+            kern(xp + ih * W, W, pl, rows, w + c * 9, tmp);
+        }
+    }
+}
+
 }  // namespace
 
 template <typename T>
@@ -506,6 +573,7 @@ void backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T* grad_x
         if (use_dw3(t)) return dw3_forward(t, grad_y, wf.data(), static_cast<const T*>(nullptr), grad_x);
         return direct_forward(t, grad_y, wf.data(), static_cast<const T*>(nullptr), grad_x);
     }
+    if (use_dw3(g) && g.stride_w == 2) return dw3s2_backward_data(g, grad_y, w, grad_x);
     direct_backward_data(g, grad_y, w, grad_x);
 }
 

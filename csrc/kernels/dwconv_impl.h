@@ -123,6 +123,44 @@ inline void dw3_wgt_impl(T* lanes, const T* gy, const T* xp, int64_t ldx, int64_
     else dw3_wgt_rows<T, 2>(lanes, gy, xp, ldx, rows, OW, sh);
 }
 
+
+// Stride-2 backward data, one grad_x row of width W (pl = pad_left). gp[r]
+// (nullptr when kernel row r does not reach this row) is the grad_y row read
+// through kernel row r, stored with one leading zero and zeros up to
+// M + 1 = (W + pl) / 2 + 2 entries: gp[r][m + 1] = grad_y[m]. With
+// j = iw + pl: even j = 2m gets w[r,0]*gy[m] + w[r,2]*gy[m-1], odd j = 2m+1
+// gets w[r,1]*gy[m]; kernel rows are summed in increasing r. tmp: 2*(M+1).
+template <typename T>
+inline void dw3s2_bwd_row_impl(T* gx, int64_t W, int64_t pl, const T* const* gp, const T* w,
+                               T* tmp) {
+    const int64_t M = (W + pl) / 2 + 1;
+    T* __restrict E = tmp;
+    T* __restrict O = tmp + M + 1;
+    for (int64_t m = 0; m < M; ++m) E[m] = T(0);
+    for (int64_t m = 0; m < M; ++m) O[m] = T(0);
+    for (int r = 0; r < 3; ++r) {
+        const T* __restrict g = gp[r];
+        if (!g) continue;
+        const T w0 = w[3 * r], w1 = w[3 * r + 1], w2 = w[3 * r + 2];
+        for (int64_t m = 0; m < M; ++m) E[m] = (E[m] + w0 * g[m + 1]) + w2 * g[m];
+        for (int64_t m = 0; m < M; ++m) O[m] = O[m] + w1 * g[m + 1];
+    }
+    int64_t iw = 0;
+    if (pl % 2 == 1 && W > 0) {  // j = iw + pl odd at iw = 0
+        gx[0] = O[pl / 2];
+        iw = 1;
+    }
+    // From here j = iw + pl is even: pairs (E[j/2], O[j/2]).
+    const int64_t q0 = (iw + pl) / 2;
+    const int64_t pairs = (W - iw) / 2;
+    T* __restrict d = gx + iw;
+    for (int64_t q = 0; q < pairs; ++q) {
+        d[2 * q] = E[q0 + q];
+        d[2 * q + 1] = O[q0 + q];
+    }
+    if ((W - iw) % 2) gx[W - 1] = E[q0 + pairs];
+}
+
 }  // namespace
 
 // y[i*OW + ow] for band output rows i < rows: bias + sum over taps (r, s) of
@@ -136,6 +174,10 @@ using Dw3WgtFn = void (*)(T* lanes, const T* gy, const T* xp, int64_t ldx, int64
                           int64_t OW, int64_t sh, int64_t sw);
 
 #define CONVKIT_DW3_DECLARE(isa)                                                                \
+    void dw3s2_bwd_row_##isa##_f32(float*, int64_t, int64_t, const float* const*, const float*,  \
+                                   float*);                                                       \
+    void dw3s2_bwd_row_##isa##_f64(double*, int64_t, int64_t, const double* const*,              \
+                                   const double*, double*);                                       \
     void dw3_fwd_##isa##_f32(const float*, int64_t, const float*, float, float*, int64_t,        \
                              int64_t, int64_t, int64_t);                                          \
     void dw3_fwd_##isa##_f64(const double*, int64_t, const double*, double, double*, int64_t,    \
@@ -154,6 +196,14 @@ CONVKIT_DW3_DECLARE(avx512)
 #undef CONVKIT_DW3_DECLARE
 
 #define CONVKIT_DW3_DEFINE(isa)                                                                   \
+    void dw3s2_bwd_row_##isa##_f32(float* gx, int64_t W, int64_t pl, const float* const* gp,      \
+                                   const float* w, float* tmp) {                                  \
+        dw3s2_bwd_row_impl<float>(gx, W, pl, gp, w, tmp);                                         \
+    }                                                                                             \
+    void dw3s2_bwd_row_##isa##_f64(double* gx, int64_t W, int64_t pl, const double* const* gp,    \
+                                   const double* w, double* tmp) {                                \
+        dw3s2_bwd_row_impl<double>(gx, W, pl, gp, w, tmp);                                        \
+    }                                                                                             \
     void dw3_fwd_##isa##_f32(const float* xp, int64_t ldx, const float* w, float b, float* y,     \
                              int64_t rows, int64_t OW, int64_t sh, int64_t sw) {                  \
         dw3_fwd_impl<float>(xp, ldx, w, b, y, rows, OW, sh, sw);                                  \
