@@ -6,7 +6,6 @@ A loss's ``forward(input, target)`` returns a Python float and caches what
 
 from __future__ import annotations
 
-
 from .layers import _input
 from .module import Module, array_module
 
