@@ -47,11 +47,11 @@ def _r(*shape, positive=False, gen):
 
 GRADCHECKS = {
     "conv2d": lambda g: (lambda x, w, b: ct.Conv2dFunction.apply(x, w, b, (2, 1), (1, 2), (1, 2), 2),
-                         (_r(2, 4, 7, 6, gen=g), _r(6, 2, 3, 2, gen=g), _r(6, gen=g))),
+                         (_r(1, 4, 5, 4, gen=g), _r(4, 2, 3, 2, gen=g), _r(4, gen=g))),
     "conv2d_nobias": lambda g: (lambda x, w: ct.conv2d(x, w, None, 1, "same", 1, 1),
-                                (_r(1, 3, 5, 5, gen=g), _r(2, 3, 3, 3, gen=g))),
+                                (_r(1, 2, 4, 4, gen=g), _r(2, 2, 3, 3, gen=g))),
     "conv_transpose2d": lambda g: (lambda x, w, b: ct.ConvTranspose2dFunction.apply(x, w, b, 2, 1, 1, 2, 1),
-                                   (_r(2, 4, 4, 3, gen=g), _r(4, 3, 3, 3, gen=g), _r(6, gen=g))),
+                                   (_r(1, 4, 3, 3, gen=g), _r(4, 2, 3, 2, gen=g), _r(4, gen=g))),
     "max_pool2d": lambda g: (lambda x: ct.MaxPool2dFunction.apply(x, 3, 2, 1, 1, True)[0],
                              (_r(2, 3, 7, 8, gen=g),)),
     "max_pool2d_dilated": lambda g: (lambda x: ct.max_pool2d(x, 2, 1, 0, 2),
@@ -249,7 +249,13 @@ def test_sgd_training_same_weights(name):
 
 
 def test_torch_compile():
-    ref, conv, x = _pair("cnn", torch.float64)
+    """torch.compile on a converted model: Dynamo breaks the graph around the
+    convkit kernels (or traces them); either way the results must match."""
+    torch.manual_seed(11)
+    ref = _ddp_model()
+    conv = ct.convert(copy.deepcopy(ref))
+    x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    torch._dynamo.reset()
     try:
         compiled = torch.compile(conv)
         y = compiled(x)
@@ -258,12 +264,15 @@ def test_torch_compile():
         if any(k in text.lower() for k in ("compiler", "gcc", "g++", "clang", "cc1", "invalidcxx", "triton")):
             pytest.skip(f"torch.compile is unusable here: {text[:200]}")
         raise
-    y_ref = ref(x)
-    torch.testing.assert_close(y, y_ref, **F64)
-    y.sum().backward()
-    y_ref.sum().backward()
-    for (n, a), b in zip(ref.named_parameters(), conv.parameters()):
-        torch.testing.assert_close(b.grad, a.grad, **F64, msg=lambda m: f"{n}: {m}")
+    try:
+        y_ref = ref(x)
+        torch.testing.assert_close(y, y_ref, **F64)
+        y.sum().backward()
+        y_ref.sum().backward()
+        for (n, a), b in zip(ref.named_parameters(), conv.parameters()):
+            torch.testing.assert_close(b.grad, a.grad, **F64, msg=lambda m: f"{n}: {m}")
+    finally:
+        torch._dynamo.reset()
 
 
 # --------------------------------------------------------------------------- #
