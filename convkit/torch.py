@@ -35,8 +35,8 @@ import contextlib
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from torch.autograd.function import once_differentiable
 
 from convkit import functional as CF
