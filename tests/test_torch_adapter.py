@@ -415,3 +415,35 @@ def test_cpu_non_contiguous_is_copied_once_and_correct(monkeypatch):
 def test_cpu_float16_is_refused():
     with pytest.raises(TypeError):
         ct.conv2d(torch.randn(1, 1, 4, 4, dtype=torch.float16), torch.randn(1, 1, 3, 3, dtype=torch.float16))
+
+
+# --------------------------------------------------------------------------- #
+# CUDA (DLPack into CuPy): runs only with a GPU, CuPy and CUDA torch
+# --------------------------------------------------------------------------- #
+
+def _cuda_ready():
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from convkit import cuda
+        return cuda.available()
+    except Exception:  # noqa: BLE001 - CuPy missing or broken means "no CUDA"
+        return False
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not _cuda_ready(), reason="needs CUDA torch, CuPy and an NVIDIA GPU")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16], ids=["f64", "f32", "f16"])
+def test_cuda_model_matches(dtype):
+    ref, conv, x = _pair("cnn", torch.float64)
+    ref, conv, x = ref.to("cuda", dtype), conv.to("cuda", dtype), x.to("cuda", dtype)
+    tol = {torch.float64: F64, torch.float32: F32, torch.float16: {"rtol": 2e-2, "atol": 2e-2}}[dtype]
+    y_ref, y = ref(x), conv(x)
+    assert y.device == x.device
+    torch.testing.assert_close(y, y_ref, **tol)
+    if dtype == torch.float16:
+        return  # half-precision gradients through the whole CNN: forward only
+    y_ref.sum().backward()
+    y.sum().backward()
+    for (n, a), b in zip(ref.named_parameters(), conv.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, **tol, msg=lambda m, n=n: f"{n}: {m}")
