@@ -244,7 +244,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
     const int64_t Cg = C / G, Kg = K / G, P = g.out_h * g.out_w, RS = R * S, CRS = Cg * RS;
     const GemmKernel<T> kr = gemm_kernel<T>();
-    const int nt = num_threads();
+    const int nt = threads_for_work(double(N) * K * P * CRS);
     const bool pointwise = is_pointwise_identity(g);
 
     // Small planes: several images side by side in the GEMM's N dimension
@@ -423,7 +423,7 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
     }
     if (dw::use_direct(g)) return dw::backward_data(g, grad_y, w, grad_x);
     const GemmKernel<T> kr = gemm_kernel<T>();
-    const int nt = num_threads();
+    const int nt = threads_for_work(double(N) * K * P * CRS);
     const int64_t mr = kr.mr, nr = kr.nr;
 
     if (is_pointwise_identity(g)) {
@@ -551,7 +551,7 @@ void gemm_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T*
     const int64_t Cg = C / G, Kg = K / G, P = g.out_h * g.out_w, RS = R * S, CRS = Cg * RS;
     const int64_t wsize = g.w_size();
     const GemmKernel<T> kr = gemm_kernel<T>();
-    const int nt = num_threads();
+    const int nt = threads_for_work(double(N) * K * P * CRS);
     const int64_t mr = kr.mr, nr = kr.nr;
     const bool pointwise = is_pointwise_identity(g);
     // Split outputs: columns (C*R*S) then rows (K).
@@ -630,11 +630,11 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
         return;
     }
     const int64_t N = g.batch;
-    const int nt = num_threads();
 
     // Batch chunks: a function of the geometry only (bounded partial buffers).
     const int64_t partial_budget = (int64_t(4) << 20) / int64_t(sizeof(T));  // 4 MiB
     const int64_t nb_chunks = std::max<int64_t>(1, std::min<int64_t>({N, 16, partial_budget / wsize}));
+    const int nt = threads_for_work(double(nb_chunks) * wsize, 1 << 16);
     Scratch<T> partial(1, nb_chunks > 1 ? nb_chunks * wsize : 1, 1);
     if (dw::use_direct_backward_weight(g)) {
         dw::backward_weight(g, grad_y, x, grad_w, nb_chunks, partial.get(0));
@@ -663,7 +663,7 @@ template <typename T>
 void conv2d_backward_bias(const ConvGeometry& g, const T* grad_y, T* grad_bias) {
     const int64_t N = g.batch, K = g.out_channels, P = g.out_h * g.out_w;
     if (K <= 0) return;
-    const int nt = num_threads();
+    const int nt = threads_for_work(double(N) * K * P, 1 << 16);
     constexpr int L = 8;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t k = 0; k < K; ++k) {

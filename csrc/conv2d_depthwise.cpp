@@ -177,7 +177,7 @@ void direct_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
     const int64_t R = g.kernel_h, S = g.kernel_w, OH = g.out_h, OW = g.out_w, G = g.groups;
     const int64_t Cg = C / G, Kg = K / G, RS = R * S, sw = g.stride_w;
-    const int nt = num_threads();
+    const int nt = threads_for_work(double(N) * K * OH * OW * Cg * RS);
     const int64_t planes = N * K;
     const ColRanges cr(g);
     const int64_t* lo_s = cr.lo.data();
@@ -235,7 +235,7 @@ void direct_backward_data(const ConvGeometry& g, const T* gy, const T* w, T* gx)
     const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
     const int64_t R = g.kernel_h, S = g.kernel_w, OH = g.out_h, OW = g.out_w, G = g.groups;
     const int64_t Cg = C / G, Kg = K / G;
-    const int nt = num_threads();
+    const int nt = threads_for_work(double(N) * K * OH * OW * Cg * R * S);
     const int64_t planes = N * C;
     const ColRanges cr(g);
     const int64_t* lo_s = cr.lo.data();
@@ -285,7 +285,7 @@ void direct_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* g
     const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
     const int64_t Cg = C / G, Kg = K / G, RS = R * S, P = g.out_h * g.out_w;
     const int64_t wsize = g.w_size();
-    const int nt = num_threads();
+    const int nt = threads_for_work(double(N) * K * P * Cg * RS);
     constexpr int L = kDotLanes;
     const int64_t pc = std::max<int64_t>(L, std::min(round_up(P, L), (int64_t(4096) / RS) / L * L));
     const int64_t ksplit = split_for(nb_chunks * C, Kg, 2 * int64_t(nt));
