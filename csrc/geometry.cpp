@@ -10,10 +10,13 @@ namespace {
 }
 
 // Product of non-negative factors, failing instead of overflowing int64.
+// Zero factors are skipped in the check: an empty batch must not hide a
+// per-plane size that overflows (kernels still compute h*w, k*k, ...).
 int64_t checked_product(const char* function, const char* what, std::initializer_list<int64_t> factors) {
     int64_t product = 1;
     for (int64_t f : factors) {
         if (f < 0) fail(function, std::string(what) + " has a negative dimension");
+        if (f == 0) continue;
         if (__builtin_mul_overflow(product, f, &product))
             fail(function, std::string(what) + " has too many elements (int64 overflow)");
     }
@@ -98,7 +101,7 @@ void validate(const AdaptiveGeometry& g, const char* f) {
     positive(f, "out_w", g.out_w);
     checked_product(f, "input", {g.planes, g.in_h, g.in_w});
     checked_product(f, "output", {g.planes, g.out_h, g.out_w});
-    // o * in_size is computed for window bounds.
+    // (o + 1) * in_size is computed for window bounds (out sizes are <= 2^60 here).
     checked_product(f, "window bounds", {g.out_h + 1, g.in_h});
     checked_product(f, "window bounds", {g.out_w + 1, g.in_w});
 }

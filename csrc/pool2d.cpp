@@ -88,10 +88,13 @@ void parallel_plane_rows(int64_t planes, int64_t rows, int64_t work, F f) {
     }
 }
 
+// `threads` > 0 fixes the team size: callers that sized per-thread scratch
+// with it must pass it, since another Python thread may change
+// set_num_threads() in between.
 template <typename F>
-void parallel_planes(int64_t planes, int64_t work, F f) {
+void parallel_planes(int64_t planes, int64_t work, F f, int threads = 0) {
     if (planes <= 0) return;
-    const int nt = threads_for(work);
+    const int nt = threads > 0 ? threads : threads_for(work);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && planes > 1)
     for (int64_t p = 0; p < planes; ++p) f(p);
 }
@@ -638,7 +641,7 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
 #endif
             fn(g.in_h, g.in_w, g.out_h, g.out_w, g.kernel_w, g.pad_w, rz, ha.data(), hb.data(), div.data(),
                grad_y + p * plane_out, grad_x + p * plane_in, D);
-        });
+        }, nt);
         return;
     }
     if (overlap && g.planes >= 2 * int64_t(nt)) {
@@ -665,7 +668,7 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
 #endif
             fn(g.in_h, g.in_w, g.out_h, g.out_w, g.kernel_w, g.stride_w, g.pad_w, hlo.data(), hhi.data(), ca.data(),
                cb.data(), div.data(), grad_y + p * plane_out, grad_x + p * plane_in, d);
-        });
+        }, nt);
         return;
     }
     std::vector<T> delta(static_cast<size_t>(g.planes * plane_out));
