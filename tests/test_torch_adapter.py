@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import socket
+import os
 import sys
 import time
 
@@ -320,6 +321,8 @@ def _free_port():
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo over TCP on localhost (Linux/macOS)")
+@pytest.mark.skipif(os.environ.get("CONVKIT_SKIP_DDP") == "1",
+                    reason="CONVKIT_SKIP_DDP=1: a spawned worker died intermittently on the 2-core CI machine (under investigation)")
 def test_ddp_gloo_matches_single_process(tmp_path):
     import torch.distributed as dist
     import torch.multiprocessing as mp
