@@ -3,6 +3,7 @@
 Commands:
   bench   time the kernels on a fixed suite of layers against PyTorch and NumPy
   info    print the build, the ISA path in use and the thread count
+  train-mnist  train the classic MNIST networks on convkit.nn (optionally against PyTorch)
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print version, ISA path, supported ISAs, threads")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_info)
+
+    from . import mnist
+    p = sub.add_parser(
+        "train-mnist", help="train the classic MNIST networks A and B end to end on convkit.nn",
+        description=mnist.__doc__.split("\n\n")[0].replace("\n", " "))
+    mnist.add_arguments(p)
+    p.set_defaults(func=mnist.run)
     return parser
 
 
