@@ -173,8 +173,10 @@ def test_digits_without_sklearn_is_a_clear_error(monkeypatch):
 def test_network_a_learns_the_digits(tmp_path, one_thread):
     pytest.importorskip("sklearn.datasets")
     out = tmp_path / "a.json"
-    rc = mnist.main(["--net", "A", "--epochs", "6", "--batch-size", "32", "--lr", "0.05",
-                     "--momentum", "0.9", "--seed", "0", "--no-progress", "--json", str(out)])
+    # Adam, lr 2e-3, batch 32, 10 epochs (~3 s): over seeds 0..19 the final test
+    # accuracy was 0.964..0.986 (plain SGD's final epoch varied far more).
+    rc = mnist.main(["--net", "A", "--epochs", "10", "--batch-size", "32", "--optimizer", "adam",
+                     "--lr", "0.002", "--seed", "0", "--no-progress", "--json", str(out)])
     assert rc == 0
     result = json.loads(out.read_text())
     seconds = sum(row["seconds"] for row in result["history"])
