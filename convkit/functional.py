@@ -382,3 +382,22 @@ def adaptive_max_pool2d_backward(grad_out, x, indices, *, backend=None):
     grad_x = be.impl.adaptive_max_pool2d_backward(g, be.contiguous(grad_out, g.y_shape),
                                                  be.contiguous(indices, g.y_shape))
     return _public(grad_x, g)
+
+
+# --------------------------------------------------------------------------- #
+# arrays of other frameworks (PyTorch, JAX, ...) through DLPack
+# --------------------------------------------------------------------------- #
+
+from . import _interop  # noqa: E402
+
+PUBLIC_OPS = (
+    "conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "lp_pool2d", "lp_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "global_avg_pool2d", "global_avg_pool2d_backward", "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
+)
+# Each public op also takes CPU/CUDA arrays of any DLPack framework, viewed as
+# NumPy/CuPy without a copy, and returns the caller's array type.
+for _name in PUBLIC_OPS:
+    globals()[_name] = _interop.accept_dlpack(globals()[_name])
+del _name
