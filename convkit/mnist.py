@@ -353,8 +353,10 @@ def _check_args(args) -> None:
         raise ValueError(f"{fn}: --lr must be > 0, got {args.lr}")
     if args.momentum < 0:
         raise ValueError(f"{fn}: --momentum must be >= 0, got {args.momentum}")
-    if args.momentum and args.optimizer == "adam":
-        raise ValueError(f"{fn}: --momentum applies to --optimizer sgd only")
+    optimizer = args.optimizer or DEFAULTS[args.net]["optimizer"]
+    if args.momentum and optimizer != "sgd":
+        raise ValueError(f"{fn}: --momentum applies to --optimizer sgd only (network {args.net} "
+                         f"uses {optimizer})")
 
 
 def _subsample(data, limit: Optional[int], seed: int):
@@ -381,8 +383,6 @@ def train(args, out=None) -> dict:
     optimizer = args.optimizer or defaults["optimizer"]
     lr = args.lr if args.lr is not None else defaults["lr"]
     batch_size = args.batch_size or defaults["batch_size"]
-    if args.momentum and optimizer == "adam":
-        raise ValueError("train-mnist: --momentum applies to --optimizer sgd only")
     torch = None
     if args.compare_torch:
         try:
@@ -430,7 +430,7 @@ def train(args, out=None) -> dict:
             history[runner.name].append(row)
         for runner in runners:
             row = history[runner.name][-1]
-            label = f"{runner.name:>7}" if torch is not None else ""
+            label = f" {runner.name:>7}" if torch is not None else ""
             print(f"epoch {epoch + 1:3d}/{args.epochs}{label}  train loss {row['train_loss']:.4f}  "
                   f"acc {row['train_acc']:.4f}  test acc {row['test_acc']:.4f}  "
                   f"{row['seconds']:.2f} s/epoch", file=out)
