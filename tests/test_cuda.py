@@ -443,3 +443,36 @@ def test_cuda_max_pool_vs_torch(case, rng):
     y, idx = cuda.max_pool2d_forward(g, _gpu(x), True)
     np.testing.assert_array_equal(y.get(), ty.cpu().numpy())
     np.testing.assert_array_equal(idx.get(), ti.cpu().numpy())
+
+
+# --------------------------------------------------------------------------- #
+# (a'') without a GPU: resource report, argument checks of the backend
+# --------------------------------------------------------------------------- #
+
+def test_resource_report_parses_every_kernel():
+    pytest.importorskip("cupy", reason="CuPy is not installed (pip install cupy-cuda12x)")
+    from convkit.cuda import _loader, report_resources
+    report = report_resources.collect(["sm_90"], ["float32", "float16"])
+    assert not report["failures"], report["failures"]
+    names = {n for src in _loader.SOURCES for n in _loader.kernel_names(src)}
+    for dt in ("float32", "float16"):
+        rows = {r["kernel"]: r for r in report["rows"] if r["dtype"] == dt}
+        assert set(rows) == names
+        for r in rows.values():
+            assert r["registers"] and 0 < r["registers"] <= 255, r
+            assert r["spill_stores"] == 0 and r["spill_loads"] == 0, f"{r['kernel']} spills in {dt}: {r}"
+            assert r["smem"] <= 48 * 1024, r   # static shared memory only; more needs the opt-in attribute
+        assert rows["conv2d_forward_gemm"]["smem"] > 0 and rows["conv2d_forward_gemm"]["barriers"] == 1
+
+
+def test_backend_rejects_host_and_misshapen_arrays():
+    pytest.importorskip("cupy", reason="CuPy is not installed (pip install cupy-cuda12x)")
+    cuda = _cuda_pkg()
+    g = _conv_geometry(*CONV_CASES[0])
+    x = np.zeros(g.x_shape, np.float32)
+    w = np.zeros(g.w_shape, np.float32)
+    with pytest.raises(TypeError, match="conv2d_forward: x must be a CuPy array"):
+        cuda.conv2d_forward(g, x, w)
+    gp = P.pool2d_geometry("max_pool2d", (1, 1, 4, 4), 2)
+    with pytest.raises(TypeError, match="max_pool2d_backward: grad_y must be a CuPy array"):
+        cuda.max_pool2d_backward(gp, np.zeros(gp.y_shape, np.float32), np.zeros(gp.y_shape, np.int64))

@@ -59,7 +59,8 @@ def compile_all(arch: str = "sm_90", dtypes=DTYPES) -> dict:
 
 
 class _CupyRuntime:
-    """Runs _ops on CuPy arrays (current device, current stream)."""
+    """Runs _ops on CuPy arrays (current device, current stream; the backend
+    functions below make the inputs' device current first)."""
 
     def __init__(self):
         import cupy
@@ -69,9 +70,12 @@ class _CupyRuntime:
         return self.cp.empty(shape, dtype=dtype)
 
     def full(self, shape, value, dtype):
-        return self.cp.full(shape, value, dtype=dtype)
+        # A NumPy scalar of the target dtype: a Python int such as 2**64 - 1
+        # does not convert to the int64 CuPy uses for Python ints.
+        return self.cp.full(shape, np.dtype(dtype).type(value), dtype=dtype)
 
     def launch(self, source, kernel, dtype, grid, block, args):
+        # RawKernel launches on CuPy's current stream of the current device.
         _loader.get_kernel(source, kernel, dtype)(tuple(grid), tuple(block), args)
 
     def scalar(self, array, i):
@@ -91,61 +95,118 @@ def _runtime():
     return _rt
 
 
+def _on_device(fn, *named):
+    """Check the arrays of a backend call and return a context manager that
+    makes their device current (outputs are allocated and kernels launched
+    there, on that device's current stream).
+
+    ``named``: ``(name, array, expected shape, expected dtype or None)``;
+    an array of None is skipped. The kernels read C-contiguous arrays of
+    exactly the geometry's shapes, so a direct call with anything else raises
+    instead of reading or writing out of bounds.
+    """
+    import cupy
+
+    device = None
+    first = None
+    for name, a, shape, dtype in named:
+        if a is None:
+            continue
+        if not isinstance(a, cupy.ndarray):
+            raise TypeError(f"convkit.cuda.{fn}: {name} must be a CuPy array, got {type(a).__name__}")
+        if tuple(a.shape) != tuple(shape):
+            raise ValueError(f"convkit.cuda.{fn}: {name} has shape {tuple(a.shape)}, the geometry needs "
+                             f"{tuple(shape)}")
+        if dtype is None:
+            _loader.dtype_name(a.dtype)  # TypeError naming the accepted dtypes
+        elif a.dtype != np.dtype(dtype):
+            raise TypeError(f"convkit.cuda.{fn}: {name} has dtype {a.dtype}, expected {np.dtype(dtype)}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"convkit.cuda.{fn}: {name} must be C-contiguous")
+        dev = a.device.id
+        if device is None:
+            device, first = dev, name
+        elif dev != device:
+            raise ValueError(f"convkit.cuda.{fn}: {name} is on device {dev} but {first} is on device {device}; "
+                             "move all arrays of a call to one device")
+    return cupy.cuda.Device(device)
+
+
 # ------------------------------------------------------------ convolution ---
 
 def conv2d_forward(g, x, w, bias=None):
-    return _ops.conv2d_forward(_runtime(), g, x, w, bias)
+    with _on_device("conv2d_forward", ("x", x, g.x_shape, None), ("w", w, g.w_shape, x.dtype),
+                    ("bias", bias, (g.out_channels,), x.dtype)):
+        return _ops.conv2d_forward(_runtime(), g, x, w, bias)
 
 
 def conv2d_backward_data(g, grad_y, w):
-    return _ops.conv2d_backward_data(_runtime(), g, grad_y, w)
+    with _on_device("conv2d_backward_data", ("grad_y", grad_y, g.y_shape, None),
+                    ("w", w, g.w_shape, grad_y.dtype)):
+        return _ops.conv2d_backward_data(_runtime(), g, grad_y, w)
 
 
 def conv2d_backward_weight(g, grad_y, x):
-    return _ops.conv2d_backward_weight(_runtime(), g, grad_y, x)
+    with _on_device("conv2d_backward_weight", ("grad_y", grad_y, g.y_shape, None),
+                    ("x", x, g.x_shape, grad_y.dtype)):
+        return _ops.conv2d_backward_weight(_runtime(), g, grad_y, x)
 
 
 def conv2d_backward_bias(g, grad_y):
-    return _ops.conv2d_backward_bias(_runtime(), g, grad_y)
+    with _on_device("conv2d_backward_bias", ("grad_y", grad_y, g.y_shape, None)):
+        return _ops.conv2d_backward_bias(_runtime(), g, grad_y)
 
 
 # ---------------------------------------------------------------- pooling ---
 
 def max_pool2d_forward(g, x, with_indices):
-    return _ops.max_pool2d_forward(_runtime(), g, x, with_indices)
+    with _on_device("max_pool2d_forward", ("x", x, g.x_shape, None)):
+        return _ops.max_pool2d_forward(_runtime(), g, x, with_indices)
 
 
 def max_pool2d_backward(g, grad_y, indices):
-    return _ops.max_pool2d_backward(_runtime(), g, grad_y, indices)
+    with _on_device("max_pool2d_backward", ("grad_y", grad_y, g.y_shape, None),
+                    ("indices", indices, g.y_shape, np.int64)):
+        return _ops.max_pool2d_backward(_runtime(), g, grad_y, indices)
 
 
 def avg_pool2d_forward(g, x, count_include_pad, divisor):
-    return _ops.avg_pool2d_forward(_runtime(), g, x, count_include_pad, divisor)
+    with _on_device("avg_pool2d_forward", ("x", x, g.x_shape, None)):
+        return _ops.avg_pool2d_forward(_runtime(), g, x, count_include_pad, divisor)
 
 
 def avg_pool2d_backward(g, grad_y, count_include_pad, divisor):
-    return _ops.avg_pool2d_backward(_runtime(), g, grad_y, count_include_pad, divisor)
+    with _on_device("avg_pool2d_backward", ("grad_y", grad_y, g.y_shape, None)):
+        return _ops.avg_pool2d_backward(_runtime(), g, grad_y, count_include_pad, divisor)
 
 
 def lp_pool2d_forward(g, x, norm_type):
-    return _ops.lp_pool2d_forward(_runtime(), g, x, norm_type)
+    with _on_device("lp_pool2d_forward", ("x", x, g.x_shape, None)):
+        return _ops.lp_pool2d_forward(_runtime(), g, x, norm_type)
 
 
 def lp_pool2d_backward(g, grad_y, x, norm_type):
-    return _ops.lp_pool2d_backward(_runtime(), g, grad_y, x, norm_type)
+    with _on_device("lp_pool2d_backward", ("grad_y", grad_y, g.y_shape, None),
+                    ("x", x, g.x_shape, grad_y.dtype)):
+        return _ops.lp_pool2d_backward(_runtime(), g, grad_y, x, norm_type)
 
 
 def adaptive_avg_pool2d_forward(g, x):
-    return _ops.adaptive_avg_pool2d_forward(_runtime(), g, x)
+    with _on_device("adaptive_avg_pool2d_forward", ("x", x, g.x_shape, None)):
+        return _ops.adaptive_avg_pool2d_forward(_runtime(), g, x)
 
 
 def adaptive_avg_pool2d_backward(g, grad_y):
-    return _ops.adaptive_avg_pool2d_backward(_runtime(), g, grad_y)
+    with _on_device("adaptive_avg_pool2d_backward", ("grad_y", grad_y, g.y_shape, None)):
+        return _ops.adaptive_avg_pool2d_backward(_runtime(), g, grad_y)
 
 
 def adaptive_max_pool2d_forward(g, x, with_indices):
-    return _ops.adaptive_max_pool2d_forward(_runtime(), g, x, with_indices)
+    with _on_device("adaptive_max_pool2d_forward", ("x", x, g.x_shape, None)):
+        return _ops.adaptive_max_pool2d_forward(_runtime(), g, x, with_indices)
 
 
 def adaptive_max_pool2d_backward(g, grad_y, indices):
-    return _ops.adaptive_max_pool2d_backward(_runtime(), g, grad_y, indices)
+    with _on_device("adaptive_max_pool2d_backward", ("grad_y", grad_y, g.y_shape, None),
+                    ("indices", indices, g.y_shape, np.int64)):
+        return _ops.adaptive_max_pool2d_backward(_runtime(), g, grad_y, indices)

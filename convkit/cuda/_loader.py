@@ -9,6 +9,7 @@ program). The scalar type is chosen with ``-DSCALAR_KIND=`` (0 float16,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import threading
@@ -33,6 +34,14 @@ def read_source(name: str) -> str:
     return _INCLUDE.sub(lambda _: common, text)
 
 
+@functools.lru_cache(maxsize=None)
+def _source_and_digest(name: str):
+    """read_source once per process (the installed files do not change), with
+    its SHA-1: kernel launches must not re-read and re-hash the files."""
+    src = read_source(name)
+    return src, hashlib.sha1(src.encode()).hexdigest()
+
+
 def kernel_names(name: str):
     return _KERNEL.findall((_DIR / name).read_text())
 
@@ -52,6 +61,12 @@ def options_for(dtype) -> tuple:
 
 _lock = threading.Lock()
 _modules = {}
+_kernels = {}
+
+
+def _device_id() -> int:
+    import cupy
+    return cupy.cuda.runtime.getDevice()
 
 
 def get_module(name: str, dtype):
@@ -59,10 +74,9 @@ def get_module(name: str, dtype):
     compiled on first use and cached per (source text, dtype, options, device)."""
     import cupy
 
-    src = read_source(name)
+    src, digest = _source_and_digest(name)
     opts = options_for(dtype)
-    device = cupy.cuda.Device().id
-    key = (name, hashlib.sha1(src.encode()).hexdigest(), dtype_name(dtype), opts, device)
+    key = (name, digest, dtype_name(dtype), opts, _device_id())
     mod = _modules.get(key)
     if mod is None:
         with _lock:
@@ -74,7 +88,14 @@ def get_module(name: str, dtype):
 
 
 def get_kernel(name: str, kernel: str, dtype):
-    return get_module(name, dtype).get_function(kernel)
+    """The kernel ``kernel`` of source ``name`` for ``dtype`` on the current
+    device (a dictionary look-up after the first call)."""
+    key = (name, kernel, np.dtype(dtype).name, _device_id())
+    fn = _kernels.get(key)
+    if fn is None:
+        fn = get_module(name, dtype).get_function(kernel)
+        _kernels[key] = fn
+    return fn
 
 
 # ------------------------------------------------- offline compilation ---
