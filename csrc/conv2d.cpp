@@ -4,14 +4,20 @@
 // the direct paths in conv2d_depthwise.cpp.
 //
 // Paths:
-//   forward        per task (image, group, pixel tile, output-channel block):
-//                  y = W * im2col(x) + bias, im2col rows packed straight into
-//                  B panels, bias as the starting value of each sum; 1x1/s1/p0
+//   forward        float on AVX2/AVX-512, 3x3-like layers up to 256 output
+//                  channels per group: direct convolution (output channels in
+//                  vector lanes, taps broadcast from zero-padded input rows).
+//                  Otherwise implicit GEMM over the whole batch of a group:
+//                  weights packed once per call, column tiles of output pixels
+//                  that may span images, B rows built from zero-padded input
+//                  rows, bias as the starting value of each sum; 1x1/s1/p0
 //                  reads x in place.
-//   backward data  per task (image, group, input-channel chunk): for each
-//                  pixel tile, col = W^T * grad_y (GEMM) then col2im into the
-//                  task's own channels; 1x1/s1/p0 is one GEMM into grad_x;
-//                  depthwise stride 1 is a correlation with the flipped kernel.
+//   backward data  stride 1: the forward convolution of grad_y with the
+//                  flipped, transposed weight. Otherwise per task (image,
+//                  group, input-channel chunk): for each pixel tile,
+//                  col = W^T * grad_y (GEMM) then col2im into the task's own
+//                  channels; 1x1/s1/p0 is one GEMM into grad_x; depthwise
+//                  stride 1 is a correlation with the flipped kernel.
 //   backward wgt   per task (batch chunk, group, column block, row block):
 //                  grad_w += grad_y[n] * im2col[n]^T over the chunk's images.
 //   backward bias  per channel, 8 double lanes.
@@ -23,9 +29,10 @@
 // gemm.h); the kc blocks, the backward-data pixel tile and the batch chunks of
 // backward weight (summed in order afterwards) depend only on geometry and ISA.
 //
-// Memory: scratch is per thread (packed A/B blocks, an im2col row or panel, a
-// col block of at most 1 MiB for backward data, partial weight gradients of at
-// most 4 MiB), bounded independently of the batch size, allocated before each
+// Memory: one packed copy of the weights per call; scratch is per thread
+// (packed A/B blocks, an im2col row or panel, zero-padded input rows of at most
+// 2 MiB, a col block of at most 1 MiB for backward data, partial weight
+// gradients of at most 4 MiB), bounded independently of the batch size, allocated before each
 // parallel region and cached per calling thread. Nothing inside a region
 // allocates or throws.
 #include "conv2d.h"
@@ -111,178 +118,347 @@ inline int64_t split_for(int64_t base, int64_t max_split, int64_t want) {
 
 }  // namespace
 
+// ---------------------------------------------------------------- direct forward (float)
+
+// Direct convolution for float on AVX2/AVX-512: output channels in vector
+// lanes, PW pixels of one output row per register tile, every tap a broadcast
+// from zero-padded input rows (no im2col, no packed B panels). It wins where
+// the GEMM's B packing costs as much as its FMAs: few output channels per group
+// against many taps, and small planes. Per task (image, group, band of output
+// rows) the band's input rows are copied once into zero-padded rows; weights
+// are packed once per call as [group][channel block][tap][lanes*kv], zero past
+// Kg. Each output element is bias + its taps in increasing (c, r, s) order,
+// one FMA each: the GEMM path's chain, so both paths give the same bits.
+namespace {
+
+inline int direct_conv_vectors(const ConvGeometry& g, const DirectConvKernel& dk) {
+    return g.out_channels / g.groups <= dk.lanes ? 1 : 2;
+}
+
+bool use_direct_conv(const ConvGeometry& g) {
+    // Measured against the GEMM path (AVX-512, 1 thread): 1.1-1.8x faster for
+    // 3x3/5x5/1x7 layers up to 256 output channels per group; slower for 1x1
+    // (no taps to share a padded row), for fewer than 32 taps (C=1 stems:
+    // the register tile's transpose into NCHW dominates) and for 512 channels
+    // (the weights of a channel block no longer stay in L2).
+    const int64_t Kg = g.out_channels / g.groups;
+    const int64_t CRS = (g.in_channels / g.groups) * g.kernel_h * g.kernel_w;
+    return Kg <= 256 && CRS >= 32 && g.kernel_h * g.kernel_w > 1;
+}
+
+// The direct kernel for this layer, or nullptr for the GEMM path.
+const DirectConvKernel* direct_conv_kernel(const ConvGeometry& g) {
+    const DirectConvKernel* dk = direct_conv_kernel_for(active_isa());
+    if (!dk) return nullptr;
+    // 8 or fewer channels: 8-lane vectors leave no lanes idle.
+    if (g.out_channels / g.groups <= 8 && dk->lanes > 8) dk = direct_conv_kernel_for(Isa::avx2);
+    return use_direct_conv(g) ? dk : nullptr;
+}
+
+
+void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias,
+                         float* y, const DirectConvKernel& dk) {
+    const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
+    const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
+    const int64_t Cg = C / G, Kg = K / G, OH = g.out_h, OW = g.out_w, P = OH * OW;
+    const int64_t RS = R * S, CRS = Cg * RS;
+    const int64_t sh = g.stride_h, sw = g.stride_w, dh = g.dilation_h, dwl = g.dilation_w;
+    const int nt = threads_for_work(double(N) * K * P * CRS);
+    const int kv = direct_conv_vectors(g, dk);
+    const int64_t KB = int64_t(kv) * dk.lanes, kblocks = ceil_div(Kg, KB);
+    const int64_t max_pw = kv == 1 ? dk.max_pw1 : dk.max_pw2;
+    const int64_t row_tiles = ceil_div(OW, max_pw), pw0 = ceil_div(OW, row_tiles);
+
+    // Bands of output rows: their padded input rows stay within a budget, and
+    // there are enough bands to go round the threads.
+    const int64_t Wp = std::max(W + g.pad_left, (OW - 1) * sw + (S - 1) * dwl + 1);
+    auto band_rows = [&](int64_t b) { return (b - 1) * sh + (R - 1) * dh + 1; };
+    const int64_t band_budget = int64_t(1) << 17;
+    int64_t b = OH;
+    while (b > 1 && Cg * band_rows(b) * Wp > band_budget) b = ceil_div(b, 2);
+    while (b > 1 && N * G * ceil_div(OH, b) < 4 * int64_t(nt)) b = ceil_div(b, 2);
+    const int64_t bands = ceil_div(OH, b), plane = band_rows(b) * Wp;
+    const int64_t tasks = N * G * bands;
+
+    // Packed weights and bias (padded to KB channels per block), tap offsets.
+    const int64_t wblock = CRS * KB;
+    Scratch<float> packed(1, G * kblocks * (wblock + KB), 2);
+    float* wd = packed.get(0);
+    float* bd = wd + G * kblocks * wblock;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t blk = 0; blk < G * kblocks; ++blk) {
+        const int64_t gi = blk / kblocks, k0 = (blk % kblocks) * KB;
+        float* d = wd + blk * wblock;
+        for (int64_t t = 0; t < CRS; ++t)
+            for (int64_t j = 0; j < KB; ++j)
+                d[t * KB + j] = k0 + j < Kg ? w[(gi * Kg + k0 + j) * CRS + t] : 0.f;
+        for (int64_t j = 0; j < KB; ++j)
+            bd[blk * KB + j] = (bias && k0 + j < Kg) ? bias[gi * Kg + k0 + j] : 0.f;
+    }
+    std::vector<int64_t> offsets(static_cast<size_t>(CRS));
+    for (int64_t t = 0; t < CRS; ++t) {
+        const int64_t c = t / RS, r = (t % RS) / S, s = t % S;
+        offsets[static_cast<size_t>(t)] = c * plane + r * dh * Wp + s * dwl;
+    }
+    const int64_t* off = offsets.data();
+    auto full_tile = dk.tile(int(pw0), kv, sw == 1);
+    auto last_tile = dk.tile(int(OW - (row_tiles - 1) * pw0), kv, sw == 1);
+
+    Scratch<float> scratch(nt, Cg * plane + max_pw * KB);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t band = task % bands, gi = (task / bands) % G, n = task / (bands * G);
+        const int64_t oh0 = band * b, oh1 = std::min(OH, oh0 + b);
+        const int64_t pr0 = oh0 * sh, pr1 = pr0 + band_rows(oh1 - oh0);
+        float* pad = scratch.get(thread_id());
+        float* out = pad + Cg * plane;
+        for (int64_t c = 0; c < Cg; ++c) {
+            const float* xp = x + (n * C + gi * Cg + c) * H * W;
+            for (int64_t pr = pr0; pr < pr1; ++pr) {
+                float* d = pad + c * plane + (pr - pr0) * Wp;
+                const int64_t ih = pr - g.pad_top;
+                const int64_t copy = (ih >= 0 && ih < H) ? std::min(W, Wp - g.pad_left) : 0;
+                const int64_t left = copy > 0 ? g.pad_left : Wp;
+                for (int64_t i = 0; i < left; ++i) d[i] = 0.f;
+                if (copy > 0) std::memcpy(d + left, xp + ih * W, sizeof(float) * static_cast<size_t>(copy));
+                for (int64_t i = left + copy; i < Wp; ++i) d[i] = 0.f;
+            }
+        }
+        for (int64_t kb = 0; kb < kblocks; ++kb) {
+            const int64_t blk = gi * kblocks + kb, k0 = kb * KB, kcount = std::min(KB, Kg - k0);
+            const float* wk = wd + blk * wblock;
+            const float* init = bias ? bd + blk * KB : nullptr;
+            for (int64_t oh = oh0; oh < oh1; ++oh) {
+                float* yrow = y + ((n * K + gi * Kg + k0) * OH + oh) * OW;
+                for (int64_t rt = 0; rt < row_tiles; ++rt) {
+                    const int64_t ow0 = rt * pw0, pw = std::min(pw0, OW - ow0);
+                    (rt + 1 < row_tiles ? full_tile : last_tile)(
+                        CRS, off, pad + (oh - oh0) * sh * Wp + ow0 * sw, sw, wk, init, out);
+                    for (int64_t j = 0; j < kcount; ++j) {
+                        float* yd = yrow + j * P + ow0;
+                        for (int64_t p = 0; p < pw; ++p) yd[p] = out[p * KB + j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------- forward
 
+// Weights packed once per call into the GEMM's A micro-panels, for every group:
+// group gi, reduction block p0 (a multiple of kc, kb = its length) and row
+// panel i (rows i*mr ...) start at data + gi*Mp*CRS + p0*Mp + i*mr*kb, with
+// Mp = Kg rounded up to mr. A(k_out, crs) = w[(gi*Kg + k_out)*CRS + crs].
+template <typename T>
+struct PackedWeights {
+    const T* data = nullptr;
+    int64_t Mp = 0, CRS = 0, mr = 1;
+    // Block of rows [row0, ...) (row0 a multiple of mr) for reduction block p0.
+    const T* block(int64_t gi, int64_t row0, int64_t p0, int64_t kb) const {
+        return data + gi * Mp * CRS + p0 * Mp + row0 * kb;
+    }
+};
+
+template <typename T>
+PackedWeights<T> pack_weights(const GemmKernel<T>& kr, const T* w, int64_t G, int64_t Kg,
+                              int64_t CRS, int nt, T* dst) {
+    const int64_t mr = kr.mr, Mp = round_up(Kg, mr), panels = Mp / mr;
+    const int64_t kblocks = ceil_div(CRS, kr.kc);
+    const int64_t jobs = G * kblocks * panels;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t t = 0; t < jobs; ++t) {
+        const int64_t panel = t % panels, kblk = (t / panels) % kblocks, gi = t / (panels * kblocks);
+        const int64_t p0 = kblk * kr.kc, kb = std::min(kr.kc, CRS - p0), i0 = panel * mr;
+        pack_a_strided(w + gi * Kg * CRS, CRS, int64_t(1), mr, i0, std::min(mr, Kg - i0), p0, kb,
+                       dst + gi * Mp * CRS + p0 * Mp + i0 * kb, kr.transpose);
+    }
+    return PackedWeights<T>{dst, Mp, CRS, mr};
+}
+
+// n elements of a B row from a zero-padded plane: dst[i] = src[i*sw]. For
+// sw == 1 it copies whole chunks of 16, writing (and reading) up to 15 elements
+// past the run: the next run overwrites them, and both buffers have that slack.
+template <typename T>
+inline void copy_run(T* __restrict dst, const T* __restrict src, int64_t n, int64_t sw) {
+    if (sw == 1) {
+        for (int64_t i = 0; i < n; i += 16)
+            for (int v = 0; v < 16; ++v) dst[i + v] = src[i + v];
+    } else if (sw == 2) {
+        for (int64_t i = 0; i < n; ++i) dst[i] = src[2 * i];
+    } else {
+        for (int64_t i = 0; i < n; ++i) dst[i] = src[i * sw];
+    }
+}
+constexpr int64_t kRunSlack = 16;
+
+// The forward GEMM runs over the whole batch of a group: column j is output
+// pixel j % P of image j / P, so small planes share panels across images and
+// the packed weights are reused for every column tile. A tile's B rows are
+// built from zero-padded copies of the input rows it reads (only the channels
+// of the current reduction block): every kernel tap then reads runs of output
+// row pixels with no bounds checks. Where those copies would be too large the
+// rows come from im2col_row, and 1x1/s1/p0 rows are read in place.
 template <typename T>
 void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
     if (g.y_size() <= 0) return;
     if (dw::use_direct(g)) return dw::forward(g, x, w, bias, y);
+    if constexpr (std::is_same_v<T, float>) {
+        if (const DirectConvKernel* dk = direct_conv_kernel(g)) return direct_conv_forward(g, x, w, bias, y, *dk);
+    }
     const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
     const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
-    const int64_t Cg = C / G, Kg = K / G, P = g.out_h * g.out_w, RS = R * S, CRS = Cg * RS;
+    const int64_t Cg = C / G, Kg = K / G, OH = g.out_h, OW = g.out_w, P = OH * OW;
+    const int64_t RS = R * S, CRS = Cg * RS;
+    const int64_t sh = g.stride_h, sw = g.stride_w, dh = g.dilation_h, dwl = g.dilation_w;
     const GemmKernel<T> kr = gemm_kernel<T>();
+    const int64_t mr = kr.mr, nr = kr.nr;
     const int nt = threads_for_work(double(N) * K * P * CRS);
     const bool pointwise = is_pointwise_identity(g);
 
-    // Small planes: several images side by side in the GEMM's N dimension
-    // (fewer zero-padded panel columns, A packed once per group), computed
-    // into a per-thread C buffer and scattered to y. For stride 1 each task
-    // first copies its images' channel planes into zero-padded planes (Hp x Wp)
-    // and computes the output on the padded-width grid (OH x Wp, the Wp - OW
-    // extra columns are discarded): the B row of tap (c, r, s) is then one
-    // contiguous slice of the padded plane starting at r*dh*Wp + s*dw.
-    // The grouping depends on the geometry only; an element's arithmetic never
-    // depends on it (gemm.h).
-    {
-        const bool padded = g.stride_h == 1 && g.stride_w == 1 && !pointwise;
-        const int64_t OH = g.out_h, OW = g.out_w;
-        const int64_t Wp = padded ? OW + (S - 1) * g.dilation_w : OW;
-        const int64_t Hp = padded ? OH + (R - 1) * g.dilation_h : OH;
-        const int64_t Pg = OH * Wp;                       // grid columns per image
-        const int64_t plane = padded ? Hp * Wp + (S - 1) * g.dilation_w : 0;
-        const int64_t imgs = Pg > 0 ? std::min<int64_t>(N, kr.nc / Pg) : 0;
-        const int64_t pad_elems = padded ? imgs * Cg * plane : 0;
-        if (!pointwise && imgs >= (padded ? 1 : 2) && pad_elems <= (int64_t(1) << 18)) {
-            const int64_t ngroups = ceil_div(N, imgs);
-            const int64_t cols_max = round_up(imgs * Pg, kr.nr);
-            const int64_t mpanels = ceil_div(Kg, kr.mr);
-            const int64_t cbuf_budget = (int64_t(1) << 18);  // elements of C per thread
-            const int64_t mcap = std::max<int64_t>(1, cbuf_budget / (cols_max * kr.mr));
-            const int64_t msplit0 = split_for(ngroups * G, mpanels, int64_t(nt));
-            const int64_t mrows = std::min(ceil_div(mpanels, msplit0), mcap) * kr.mr;
-            const int64_t mchunks = ceil_div(Kg, mrows);
-            const int64_t tasks = ngroups * G * mchunks;
-            const int64_t rowlen = round_up(std::min(kr.nc, cols_max), kr.nr);
-            Scratch<T> scratch(nt, gemm_scratch_size(kr) + rowlen + mrows * cols_max + pad_elems);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-            for (int64_t t = 0; t < tasks; ++t) {
-                int64_t rem = t;
-                const int64_t mc = rem % mchunks; rem /= mchunks;
-                const int64_t gi = rem % G;
-                const int64_t grp = rem / G;
-                const int64_t n0 = grp * imgs, ni = std::min(imgs, N - n0);
-                const int64_t m0 = mc * mrows, mcount = std::min(mrows, Kg - m0);
-                const int64_t cols = ni * Pg;
-                T* buf = scratch.get(thread_id());
-                T* rowbuf = buf + gemm_scratch_size(kr);
-                T* cbuf = rowbuf + rowlen;
-                T* pbuf = cbuf + mrows * cols_max;
-                if (padded) {
-                    std::memset(pbuf, 0, sizeof(T) * static_cast<size_t>(ni * Cg * plane));
-                    for (int64_t img = 0; img < ni; ++img)
-                        for (int64_t c = 0; c < Cg; ++c) {
-                            const T* xp = x + ((n0 + img) * C + gi * Cg + c) * H * W;
-                            T* pp = pbuf + (img * Cg + c) * plane;
-                            for (int64_t ih = 0; ih < H; ++ih) {
-                                const int64_t ph = ih + g.pad_top;
-                                if (ph < 0 || ph >= Hp) continue;
-                                const int64_t lo = std::max<int64_t>(0, -g.pad_left);
-                                const int64_t hi = std::min<int64_t>(W, Wp - g.pad_left);
-                                if (hi > lo)
-                                    std::memcpy(pp + ph * Wp + lo + g.pad_left, xp + ih * W + lo,
-                                                sizeof(T) * static_cast<size_t>(hi - lo));
-                            }
-                        }
-                }
-                const T* wg = w + (gi * Kg + m0) * CRS;
-                const int64_t mr = kr.mr, nr = kr.nr;
-                auto pack_a = [&](int64_t i0, int64_t mb, int64_t p0, int64_t kb, T* dst) {
-                    pack_a_strided(wg, CRS, int64_t(1), mr, i0, mb, p0, kb, dst, kr.transpose);
-                };
-                auto pack_b = [&](int64_t p0, int64_t kb, int64_t j0, int64_t nb, T* dst) {
-                    for (int64_t kk = 0; kk < kb; ++kk) {
-                        const int64_t k = p0 + kk;
-                        const int64_t c = k / RS, rs = k % RS, r = rs / S, sx = rs % S;
-                        const int64_t off = r * g.dilation_h * Wp + sx * g.dilation_w;
-                        // Column j (j0 <= j < j0+nb) is grid pixel j % Pg of image n0 + j / Pg.
-                        const int64_t img0 = j0 / Pg, img1 = (j0 + nb - 1) / Pg;
-                        if (padded && img0 == img1) {
-                            kr.split_row(pbuf + (img0 * Cg + c) * plane + off + (j0 - img0 * Pg), nb,
-                                         kb * nr, dst + kk * nr);
-                            continue;
-                        }
-                        int64_t j = j0;
-                        T* d = rowbuf;
-                        while (j < j0 + nb) {
-                            const int64_t img = j / Pg, q = j % Pg;
-                            const int64_t cnt = std::min(Pg - q, j0 + nb - j);
-                            if (padded) {
-                                std::memcpy(d, pbuf + (img * Cg + c) * plane + off + q,
-                                            sizeof(T) * static_cast<size_t>(cnt));
-                            } else {
-                                const T* xp = x + ((n0 + img) * C + gi * Cg + c) * H * W;
-                                im2col_row(g, xp, r, sx, q, cnt, d);
-                            }
-                            d += cnt;
-                            j += cnt;
-                        }
-                        kr.split_row(rowbuf, nb, kb * nr, dst + kk * nr);
-                    }
-                };
-                gemm_run(kr, mcount, cols, CRS, pack_a, pack_b, cbuf, cols_max, false,
-                         bias ? bias + gi * Kg + m0 : nullptr, buf);
-                for (int64_t img = 0; img < ni; ++img) {
-                    T* yc = y + ((n0 + img) * K + gi * Kg + m0) * P;
-                    for (int64_t i = 0; i < mcount; ++i) {
-                        const T* cs = cbuf + i * cols_max + img * Pg;
-                        T* yr = yc + i * P;
-                        if (Wp == OW) {
-                            std::memcpy(yr, cs, sizeof(T) * static_cast<size_t>(P));
-                        } else {
-                            for (int64_t oh = 0; oh < OH; ++oh)
-                                std::memcpy(yr + oh * OW, cs + oh * Wp, sizeof(T) * static_cast<size_t>(OW));
-                        }
-                    }
-                }
-            }
-            return;
+    // Column tiles: inside one image for large planes, across the batch for
+    // small ones; few tiles are made a multiple of the thread count.
+    const int64_t J = N * P;
+    int64_t nb_tile;
+    if (P >= kr.nc) {
+        nb_tile = balanced_tile(P, kr.nc, nr, N * G, nt);
+    } else {
+        int64_t tiles = ceil_div(J, kr.nc);
+        const int64_t max_tiles = ceil_div(J, 4 * nr);
+        if (G * tiles < 8 * int64_t(nt)) {
+            int64_t t = tiles;
+            while (t < max_tiles && (G * t) % nt != 0) ++t;
+            if ((G * t) % nt == 0) tiles = t;
         }
+        nb_tile = round_up(ceil_div(J, tiles), nr);
     }
+    nb_tile = std::min(nb_tile, J);
+    const int64_t tiles_per_image = P >= kr.nc ? ceil_div(P, nb_tile) : 0;
+    const int64_t tiles = tiles_per_image ? N * tiles_per_image : ceil_div(J, nb_tile);
+    // Column range of tile t.
+    auto tile_range = [&](int64_t t, int64_t& j0, int64_t& j1) {
+        if (tiles_per_image) {
+            const int64_t n = t / tiles_per_image, q0 = (t % tiles_per_image) * nb_tile;
+            j0 = n * P + q0;
+            j1 = n * P + std::min(P, q0 + nb_tile);
+        } else {
+            j0 = t * nb_tile;
+            j1 = std::min(J, j0 + nb_tile);
+        }
+    };
 
-    // Pixel tiles of about kr.nc pixels, balanced, multiple of nr.
-    const int64_t npt = balanced_tile(P, kr.nc, kr.nr, N * G, nt);
-    const int64_t tiles = ceil_div(P, npt);
-    const int64_t mpanels = ceil_div(Kg, kr.mr);
-    const int64_t msplit = split_for(N * G * tiles, mpanels, int64_t(nt));
-    const int64_t mrows = ceil_div(mpanels, msplit) * kr.mr;
+    // Output rows per task: all of Kg unless there are too few tiles to go
+    // round, or the C block of a tile that spans images would be too large.
+    const int64_t cbuf_budget = int64_t(1) << 18;  // elements of C per thread
+    const int64_t mpanels = ceil_div(Kg, mr);
+    const int64_t msplit = split_for(G * tiles, mpanels, int64_t(nt));
+    int64_t mrows = ceil_div(mpanels, msplit) * mr;
+    mrows = std::min(mrows, std::max<int64_t>(mr, cbuf_budget / nb_tile / mr * mr));
     const int64_t mchunks = ceil_div(Kg, mrows);
-    const int64_t tasks = N * G * tiles * mchunks;
+    const int64_t tasks = G * tiles * mchunks;
 
-    Scratch<T> scratch(nt, gemm_scratch_size(kr) + round_up(npt, kr.nr));
+    // Zero-padded input rows of one reduction block: per image of a tile, per
+    // channel of the block, the padded rows its output rows read.
+    const int64_t Wp = std::max(W + g.pad_left, (OW - 1) * sw + (S - 1) * dwl + 1);
+    const int64_t oh_span = std::min(OH, ceil_div(nb_tile, OW) + 1);
+    const int64_t rows_cap = (oh_span - 1) * sh + (R - 1) * dh + 1;
+    const int64_t plane_cap = rows_cap * Wp + kRunSlack;
+    const int64_t imgs_cap = std::min(N, ceil_div(nb_tile, P) + 1);
+    const int64_t ch_cap = std::min(Cg, kr.kc / RS + 2);
+    const int64_t pad_elems = imgs_cap * ch_cap * plane_cap;
+    const bool padded = !pointwise && pad_elems <= (int64_t(1) << 19);
+
+    Scratch<T> packed_w(1, G * round_up(Kg, mr) * CRS, 2);
+    const PackedWeights<T> pw = pack_weights(kr, w, G, Kg, CRS, nt, packed_w.get(0));
+    const int64_t rowlen = nb_tile + kRunSlack;
+    Scratch<T> scratch(nt, gemm_scratch_size(kr) + rowlen + mrows * nb_tile + (padded ? pad_elems : 0));
 
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
-        int64_t rem = t;
-        const int64_t mc = rem % mchunks; rem /= mchunks;
-        const int64_t tile = rem % tiles; rem /= tiles;
-        const int64_t gi = rem % G;
-        const int64_t n = rem / G;
+        const int64_t mc = t % mchunks, tile = (t / mchunks) % tiles, gi = t / (mchunks * tiles);
+        int64_t jt0, jt1;
+        tile_range(tile, jt0, jt1);
+        const int64_t cols = jt1 - jt0;
         const int64_t m0 = mc * mrows, mcount = std::min(mrows, Kg - m0);
-        const int64_t q0 = tile * npt, qcount = std::min(npt, P - q0);
         T* buf = scratch.get(thread_id());
         T* rowbuf = buf + gemm_scratch_size(kr);
-        const T* wg = w + (gi * Kg + m0) * CRS;
-        const T* xg = x + (n * C + gi * Cg) * H * W;
-        const int64_t mr = kr.mr, nr = kr.nr;
-        auto pack_a = [&](int64_t i0, int64_t mb, int64_t p0, int64_t kb, T* dst) {
-            pack_a_strided(wg, CRS, int64_t(1), mr, i0, mb, p0, kb, dst, kr.transpose);
+        T* cbuf = rowbuf + rowlen;
+        T* pbuf = cbuf + mrows * nb_tile;
+
+        auto pack_a = [&](int64_t i0, int64_t, int64_t p0, int64_t kb, T*) -> const T* {
+            return pw.block(gi, m0 + i0, p0, kb);
         };
-        auto pack_b = [&](int64_t p0, int64_t kb, int64_t j0, int64_t nb, T* dst) {
+        // Calls f(image, q_lo, q_hi) for each image segment of columns [j0, j1).
+        auto for_segments = [&](int64_t j0, int64_t j1, auto&& f) {
+            for (int64_t n = j0 / P; n * P < j1; ++n)
+                f(n, std::max(j0 - n * P, int64_t(0)), std::min(j1 - n * P, P));
+        };
+        auto pack_b = [&](int64_t p0, int64_t kb, int64_t jr0, int64_t nbc, T* dst) {
+            const int64_t j0 = jt0 + jr0, j1 = j0 + nbc, n_first = j0 / P;
+            const int64_t c_first = p0 / RS, c_last = (p0 + kb - 1) / RS;
+            if (padded) {
+                for_segments(j0, j1, [&](int64_t n, int64_t q_lo, int64_t q_hi) {
+                    const int64_t pr0 = q_lo / OW * sh, pr1 = (q_hi - 1) / OW * sh + (R - 1) * dh + 1;
+                    for (int64_t c = c_first; c <= c_last; ++c) {
+                        T* plane = pbuf + ((n - n_first) * ch_cap + (c - c_first)) * plane_cap;
+                        const T* xp = x + ((n * C + gi * Cg + c) * H) * W;
+                        for (int64_t pr = pr0; pr < pr1; ++pr) {
+                            T* d = plane + (pr - pr0) * Wp;
+                            const int64_t ih = pr - g.pad_top;
+                            const int64_t copy = (ih >= 0 && ih < H) ? std::min(W, Wp - g.pad_left) : 0;
+                            const int64_t left = copy > 0 ? g.pad_left : Wp;
+                            for (int64_t i = 0; i < left; ++i) d[i] = T(0);
+                            if (copy > 0) std::memcpy(d + left, xp + ih * W, sizeof(T) * static_cast<size_t>(copy));
+                            for (int64_t i = left + copy; i < Wp; ++i) d[i] = T(0);
+                        }
+                        // The slack after the last row read by runs of 16.
+                        T* end = plane + (pr1 - pr0) * Wp;
+                        for (int64_t i = 0; i < kRunSlack; ++i) end[i] = T(0);
+                    }
+                });
+            }
             for (int64_t kk = 0; kk < kb; ++kk) {
-                const int64_t k = p0 + kk;
-                const int64_t c = k / RS, rs = k % RS;
-                const T* xp = xg + c * H * W;
-                const T* src = xp + q0 + j0;
-                if (!pointwise) {
-                    im2col_row(g, xp, rs / S, rs % S, q0 + j0, nb, rowbuf);
-                    src = rowbuf;
-                }
-                kr.split_row(src, nb, kb * nr, dst + kk * nr);
+                const int64_t k = p0 + kk, c = k / RS, rs = k % RS, r = rs / S, s = rs % S;
+                T* d = rowbuf;
+                for_segments(j0, j1, [&](int64_t n, int64_t q_lo, int64_t q_hi) {
+                    const int64_t len = q_hi - q_lo;
+                    if (pointwise) {
+                        std::memcpy(d, x + (n * C + gi * Cg + c) * P + q_lo, sizeof(T) * static_cast<size_t>(len));
+                    } else if (!padded) {
+                        im2col_row(g, x + (n * C + gi * Cg + c) * H * W, r, s, q_lo, len, d);
+                    } else {
+                        const T* plane = pbuf + ((n - n_first) * ch_cap + (c - c_first)) * plane_cap;
+                        const int64_t pr0 = q_lo / OW * sh;
+                        T* dd = d;
+                        for (int64_t q = q_lo; q < q_hi;) {
+                            const int64_t oh = q / OW, ow = q % OW, run = std::min(OW - ow, q_hi - q);
+                            copy_run(dd, plane + (oh * sh + r * dh - pr0) * Wp + s * dwl + ow * sw, run, sw);
+                            dd += run;
+                            q += run;
+                        }
+                    }
+                    d += len;
+                });
+                kr.split_row(rowbuf, nbc, kb * nr, dst + kk * nr);
             }
         };
-        T* yc = y + (n * K + gi * Kg + m0) * P + q0;
-        gemm_run(kr, mcount, qcount, CRS, pack_a, pack_b, yc, P, false,
-                 bias ? bias + gi * Kg + m0 : nullptr, buf);
+
+        const T* bias_g = bias ? bias + gi * Kg + m0 : nullptr;
+        const int64_t n0 = jt0 / P;
+        if ((jt1 - 1) / P == n0) {  // one image: straight into y
+            T* yc = y + (n0 * K + gi * Kg + m0) * P + (jt0 - n0 * P);
+            gemm_run(kr, mcount, cols, CRS, pack_a, pack_b, yc, P, false, bias_g, buf);
+        } else {
+            gemm_run(kr, mcount, cols, CRS, pack_a, pack_b, cbuf, cols, false, bias_g, buf);
+            for_segments(jt0, jt1, [&](int64_t n, int64_t q_lo, int64_t q_hi) {
+                const T* cs = cbuf + (n * P + q_lo - jt0);
+                T* yc = y + (n * K + gi * Kg + m0) * P + q_lo;
+                for (int64_t i = 0; i < mcount; ++i)
+                    std::memcpy(yc + i * P, cs + i * cols, sizeof(T) * static_cast<size_t>(q_hi - q_lo));
+            });
+        }
     }
 }
 
@@ -337,14 +513,16 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
         return;
     }
 
-    // Stride 1 on small planes: grad_x is the forward convolution of grad_y
-    // (padding (R-1)*d - pad) with the flipped, transposed weight, which runs
-    // on the padded-plane path of conv2d_forward. Only for few input channels
-    // per group (short col rows, where col2im dominates): measured 10% faster
-    // on N128 8->16 3x3 14x14, but slower on 32->64 5x5 and 512->512 3x3 7x7
-    // (the weight transform and the narrower M side cost more than col2im).
-    if (g.stride_h == 1 && g.stride_w == 1 && CRS <= 256 && g.w_size() <= (int64_t(1) << 16) &&
-        H * (W + (S - 1) * g.dilation_w) <= kr.nc) {
+    // Stride 1: grad_x is the forward convolution of grad_y (padding
+    // (R-1)*d - pad) with the flipped, transposed weight, on conv2d_forward's
+    // fast paths (measured 1.2-1.7x faster than col2im below, float, 3x3 and
+    // 5x5 layers from 8 to 512 channels).
+    // Not for 1-7 input channels per group (the forward's output channels):
+    // vector lanes would idle, unless the planes are small.
+    const bool as_forward = Cg >= 8 || (CRS <= 256 && g.w_size() <= (int64_t(1) << 16) &&
+                                        H * (W + (S - 1) * g.dilation_w) <= kr.nc);
+    if (g.stride_h == 1 && g.stride_w == 1 && as_forward && g.pad_top <= (R - 1) * g.dilation_h &&
+        g.pad_left <= (S - 1) * g.dilation_w) {
         ConvGeometry g2 = g;
         g2.in_channels = K; g2.out_channels = C;
         g2.in_h = g.out_h; g2.in_w = g.out_w;

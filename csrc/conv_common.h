@@ -38,7 +38,7 @@ inline unsigned char* caller_buffer(int slot, size_t bytes) {
         std::unique_ptr<unsigned char[]> mem;
         size_t size = 0;
     };
-    thread_local Buf bufs[2];
+    thread_local Buf bufs[3];
     Buf& b = bufs[slot];
     if (b.size < bytes) {
         b.mem.reset();

@@ -107,4 +107,15 @@ DirectDotFn<double> direct_dot_kernel_for<double>(Isa isa) {
     return direct_dot_generic_f64;
 }
 
+const DirectConvKernel* direct_conv_kernel_for(Isa isa) {
+#ifdef CONVKIT_HAVE_AVX512
+    if (isa == Isa::avx512) return &direct_conv_avx512;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+    if (isa == Isa::avx2 || isa == Isa::avx512) return &direct_conv_avx2;
+#endif
+    (void)isa;
+    return nullptr;
+}
+
 }  // namespace convkit

@@ -8,7 +8,9 @@
 // driver serves plain matrices and implicit im2col (convolution) operands.
 //   pack_a(i0, mb, p0, kb, dst): rows [i0, i0+mb) and reduction indices
 //       [p0, p0+kb) into ceil(mb/mr) panels of kb*mr values, dst[k*mr + i]
-//       inside a panel; rows past mb are zero.
+//       inside a panel; rows past mb are zero. A packer that returns a
+//       const T* instead hands out such a block it packed beforehand (weights
+//       packed once per call) and leaves dst alone.
 //   pack_b(p0, kb, j0, nb, dst): reduction indices [p0, p0+kb), columns
 //       [j0, j0+nb) into ceil(nb/nr) panels of kb*nr values, dst[k*nr + j];
 //       columns past nb are zero.
@@ -25,6 +27,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu_features.h"
 
@@ -253,6 +256,24 @@ void direct_dot_avx512_f64(double*, int64_t, const double*, const double*, int64
 template <typename T>
 DirectDotFn<T> direct_dot_kernel_for(Isa isa);
 
+// Direct-convolution tiles for float (csrc/kernels/conv_direct_<isa>.cpp, see
+// conv_direct_impl.h): tile(pw, kv, sw == 1) returns the kernel for pw output
+// pixels (1 <= pw <= max_pw[kv-1]) x kv vectors of `lanes` output channels.
+struct DirectConvKernel {
+    int lanes, max_pw1, max_pw2;
+    void (*(*tile)(int pw, int kv, bool sw1))(int64_t taps, const int64_t* off, const float* in,
+                                                int64_t sw, const float* w, const float* init,
+                                                float* out);
+};
+#ifdef CONVKIT_HAVE_AVX2
+extern const DirectConvKernel direct_conv_avx2;
+#endif
+#ifdef CONVKIT_HAVE_AVX512
+extern const DirectConvKernel direct_conv_avx512;
+#endif
+// The kernel for an instruction set, or nullptr (generic builds use the GEMM path).
+const DirectConvKernel* direct_conv_kernel_for(Isa isa);
+
 // Scratch for one gemm_run call: packed A and B blocks, one tile, bias padding.
 template <typename T>
 inline int64_t gemm_scratch_size(const GemmKernel<T>& kr) {
@@ -289,13 +310,18 @@ void gemm_run(const GemmKernel<T>& kr, int64_t M, int64_t N, int64_t K, PackA&& 
             pack_b(pc, kb, jc, nb, bbuf);
             for (int64_t ic = 0; ic < M; ic += kr.mc) {
                 const int64_t mb = std::min(kr.mc, M - ic);
-                pack_a(ic, mb, pc, kb, abuf);
+                // pack_a either packs into abuf or returns its own pre-packed block.
+                const T* ablock = abuf;
+                if constexpr (std::is_void_v<decltype(pack_a(ic, mb, pc, kb, abuf))>)
+                    pack_a(ic, mb, pc, kb, abuf);
+                else
+                    ablock = pack_a(ic, mb, pc, kb, abuf);
                 for (int64_t jr = 0; jr < nb; jr += nr) {
                     const int64_t nn = std::min(nr, nb - jr);
                     const T* bp = bbuf + (jr / nr) * kb * nr;
                     for (int64_t ir = 0; ir < mb; ir += mr) {
                         const int64_t mm = std::min(mr, mb - ir);
-                        const T* ap = abuf + (ir / mr) * kb * mr;
+                        const T* ap = ablock + (ir / mr) * kb * mr;
                         T* c = C + (ic + ir) * ldc + jc + jr;
                         const T* init = nullptr;
                         if (!acc && bias) {

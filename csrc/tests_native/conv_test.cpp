@@ -367,6 +367,9 @@ int run_bench(int reps, const char* only_isa, const char* only_layer) {
         {"r50l4 N1 C=K=512 7x7 3x3 p1", make(1, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1)},
         {"r50l3 1x1 N2 C=1024 K=256 14x14", make(2, 1024, 14, 14, 256, 1, 1, 1, 0, 1, 1)},
         {"r50l2s2 N1 C=K=128 56x56 3x3 s2", make(1, 128, 56, 56, 128, 3, 3, 2, 1, 1, 1)},
+        {"r50l4b N8 C=K=512 7x7 3x3 p1", make(8, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1)},
+        {"r50l3b N8 C=K=256 14x14 3x3 p1", make(8, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1)},
+        {"r50l2b N8 C=K=128 28x28 3x3 p1", make(8, 128, 28, 28, 128, 3, 3, 1, 1, 1, 1)},
     };
     const int threads0 = num_threads();
     for (Isa isa : runnable_isas()) {
