@@ -605,7 +605,10 @@ void gemm_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T*
     const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
     const int64_t Cg = C / G, Kg = K / G, P = g.out_h * g.out_w, RS = R * S, CRS = Cg * RS;
     const int64_t wsize = g.w_size();
-    const GemmKernel<T> kr = gemm_kernel<T>();
+    // Reduction blocks of whole images when planes are small (fewer, longer
+    // packed segments); a function of the geometry only.
+    GemmKernel<T> kr = gemm_kernel<T>();
+    if (P < kr.kc) kr.kc = kr.kc / P * P;
     const int nt = threads_for_work(double(N) * K * P * CRS);
     const int64_t mr = kr.mr, nr = kr.nr;
     const bool pointwise = is_pointwise_identity(g);
@@ -635,42 +638,60 @@ void gemm_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T*
         T* rows = buf + gemm_scratch_size(kr);
         T* target = nb_chunks > 1 ? partial_buf + b * wsize : grad_w;
         T* cptr = target + (gi * Kg + m0) * CRS + j0;
-        for (int64_t n = n_begin; n < n_end; ++n) {
-            const T* yg = grad_y + (n * K + gi * Kg + m0) * P;
-            const T* xg = x + (n * C + gi * Cg) * H * W;
-            auto pack_a = [&](int64_t i0, int64_t mb, int64_t p0, int64_t kb, T* dst) {
-                pack_a_strided(yg, P, int64_t(1), mr, i0, mb, p0, kb, dst, kr.transpose);
-            };
-            auto pack_b = [&](int64_t p0, int64_t kb, int64_t jc, int64_t nb, T* dst) {
-                // Per panel: nr im2col rows (pixels p0..p0+kb) side by side, then
-                // one transpose into the panel. Pointwise rows are read in place.
-                for (int64_t jp = 0; jp < nb; jp += nr) {
-                    const int64_t nn = std::min(nr, nb - jp);
-                    const int64_t jfirst = j0 + jc + jp;
-                    const T* src = rows;
-                    int64_t ld = kb;
-                    if (pointwise && nn == nr) {
-                        src = xg + jfirst * H * W + p0;
-                        ld = H * W;
-                    } else {
-                        for (int64_t jj = 0; jj < nr; ++jj) {
-                            T* row = rows + jj * kb;
-                            if (jj >= nn) {
-                                for (int64_t l = 0; l < kb; ++l) row[l] = T(0);
-                                continue;
-                            }
-                            const int64_t j = jfirst + jj, c = j / RS, rs = j % RS;
-                            const T* xp = xg + c * H * W;
-                            if (pointwise) std::memcpy(row, xp + p0, sizeof(T) * static_cast<size_t>(kb));
-                            else im2col_row(g, xp, rs / S, rs % S, p0, kb, row);
+        // One GEMM over the chunk's images: reduction index l is pixel l % P
+        // of image n_begin + l / P (summed in increasing l, in kc blocks that
+        // depend on the geometry only), so the C block is loaded and stored
+        // once per kc block rather than once per image.
+        auto for_segments = [&](int64_t p0, int64_t kb, auto&& f) {
+            for (int64_t l = p0; l < p0 + kb;) {
+                const int64_t n = n_begin + l / P, q = l % P, len = std::min(P - q, p0 + kb - l);
+                f(n, q, len, l - p0);
+                l += len;
+            }
+        };
+        auto pack_a = [&](int64_t i0, int64_t mb, int64_t p0, int64_t kb, T* dst) {
+            for (int64_t ip = 0; ip < mb; ip += mr) {
+                T* panel = dst + (ip / mr) * kb * mr;
+                for_segments(p0, kb, [&](int64_t n, int64_t q, int64_t len, int64_t l0) {
+                    const T* yg = grad_y + (n * K + gi * Kg + m0) * P;
+                    pack_a_strided(yg, P, int64_t(1), mr, i0 + ip, std::min(mr, mb - ip), q, len,
+                                   panel + l0 * mr, kr.transpose);
+                });
+            }
+        };
+        auto pack_b = [&](int64_t p0, int64_t kb, int64_t jc, int64_t nb, T* dst) {
+            // Per panel: nr im2col rows (reduction indices p0..p0+kb) side by
+            // side, then one transpose into the panel. Pointwise rows inside
+            // one image are read in place.
+            const bool one_image = (p0 / P) == ((p0 + kb - 1) / P);
+            for (int64_t jp = 0; jp < nb; jp += nr) {
+                const int64_t nn = std::min(nr, nb - jp);
+                const int64_t jfirst = j0 + jc + jp;
+                const T* src = rows;
+                int64_t ld = kb;
+                if (pointwise && nn == nr && one_image) {
+                    src = x + ((n_begin + p0 / P) * C + gi * Cg + jfirst) * H * W + p0 % P;
+                    ld = H * W;
+                } else {
+                    for (int64_t jj = 0; jj < nr; ++jj) {
+                        T* row = rows + jj * kb;
+                        if (jj >= nn) {
+                            for (int64_t l = 0; l < kb; ++l) row[l] = T(0);
+                            continue;
                         }
+                        const int64_t j = jfirst + jj, c = j / RS, rs = j % RS;
+                        for_segments(p0, kb, [&](int64_t n, int64_t q, int64_t len, int64_t l0) {
+                            const T* xp = x + (n * C + gi * Cg + c) * H * W;
+                            if (pointwise) std::memcpy(row + l0, xp + q, sizeof(T) * static_cast<size_t>(len));
+                            else im2col_row(g, xp, rs / S, rs % S, q, len, row + l0);
+                        });
                     }
-                    kr.transpose(src, ld, nr, kb, dst + (jp / nr) * kb * nr);
                 }
-            };
-            gemm_run(kr, mcount, jcount, P, pack_a, pack_b, cptr, CRS, n != n_begin,
-                     static_cast<const T*>(nullptr), buf);
-        }
+                kr.transpose(src, ld, nr, kb, dst + (jp / nr) * kb * nr);
+            }
+        };
+        gemm_run(kr, mcount, jcount, (n_end - n_begin) * P, pack_a, pack_b, cptr, CRS, false,
+                 static_cast<const T*>(nullptr), buf);
     }
 }
 
