@@ -216,15 +216,25 @@ class Case:
         self.layer, self.pass_, self.batch = layer, pass_, batch
         self._ck = convkit
         rng = np.random.default_rng(seed)
-        L = layer
-        self.x = rng.standard_normal((batch, L.channels, L.height, L.width), dtype=np.float32)
+        self._build(lambda shape: rng.standard_normal(shape, dtype=np.float32))
+
+    def _scaled(self, a, factor: float):
+        return a * np.float32(factor)
+
+    def _build(self, normal: Callable[[tuple], object]) -> None:
+        """Inputs from ``normal(shape)`` (standard normal samples, in the
+        order x, w, b, grad_out), the output shape (from one convkit forward)
+        and the work count. Shared with the GPU suite (convkit.bench_cuda)."""
+        convkit = self._ck
+        L, batch, pass_ = self.layer, self.batch, self.pass_
+        self.x = normal((batch, L.channels, L.height, L.width))
         self.w = self.b = self.indices = self.grad_out = None
         if L.kind == "conv":
             fan_in = (L.channels // L.groups) * L.kernel[0] * L.kernel[1]
-            self.w = rng.standard_normal((L.out_channels, L.channels // L.groups) + L.kernel,
-                                         dtype=np.float32) * np.float32(1.0 / math.sqrt(fan_in))
+            self.w = self._scaled(normal((L.out_channels, L.channels // L.groups) + L.kernel),
+                                  1.0 / math.sqrt(fan_in))
             if L.bias:
-                self.b = rng.standard_normal(L.out_channels, dtype=np.float32)
+                self.b = normal((L.out_channels,))
             y = convkit.conv2d(self.x, self.w, self.b, L.stride, L.padding, L.dilation, L.groups)
         elif L.op == "max":
             y, self.indices = convkit.max_pool2d(self.x, L.kernel, L.stride, L.padding,
@@ -238,7 +248,7 @@ class Case:
             raise ValueError(f"unknown layer {L}")
         self.out_shape = tuple(y.shape)
         if pass_ == "bwd":
-            self.grad_out = rng.standard_normal(self.out_shape, dtype=np.float32)
+            self.grad_out = normal(self.out_shape)
         if L.kind == "conv":
             n, k, oh, ow = self.out_shape
             flops = 2 * n * k * oh * ow * (L.channels // L.groups) * L.kernel[0] * L.kernel[1]
@@ -246,7 +256,7 @@ class Case:
             self.nbytes = 0
             self.work = self.flops
         else:
-            y_bytes = int(np.prod(self.out_shape)) * 4
+            y_bytes = int(np.prod(self.out_shape)) * self.x.itemsize
             if pass_ == "fwd":
                 self.nbytes = self.x.nbytes + y_bytes
             else:  # read grad_out (+ indices), write grad_x
@@ -299,6 +309,11 @@ class Case:
         return self._api_fn(reference)
 
     # -- torch ---------------------------------------------------------------
+    def _to_torch(self, a, copy: bool):
+        """A tensor of ``a`` (a copy when it will be a leaf that needs grad)."""
+        torch = _torch()
+        return torch.from_numpy(a.copy() if copy else a)
+
     def torch_fn(self) -> Callable[[], object]:
         torch = _torch()
         if torch is None:
@@ -307,10 +322,10 @@ class Case:
 
         L = self.layer
         bwd = self.pass_ == "bwd"
-        xt = torch.from_numpy(self.x.copy() if bwd else self.x)
+        xt = self._to_torch(self.x, bwd)
         if L.kind == "conv":
-            wt = torch.from_numpy(self.w.copy() if bwd else self.w)
-            bt = None if self.b is None else torch.from_numpy(self.b.copy())
+            wt = self._to_torch(self.w, bwd)
+            bt = None if self.b is None else self._to_torch(self.b, True)
             pad = _torch_padding(L.padding)
 
             def forward():
@@ -336,7 +351,7 @@ class Case:
         for t in inputs:
             t.requires_grad_(True)
         out = forward()  # once, outside the timed region
-        gt = torch.from_numpy(self.grad_out).reshape(out.shape)
+        gt = self._to_torch(self.grad_out, False).reshape(out.shape)
         inputs = tuple(inputs)
         return lambda: torch.autograd.grad(out, inputs, gt, retain_graph=True)
 
@@ -481,12 +496,58 @@ def _blas_limit(threads: int):
         return contextlib.nullcontext(), False
 
 
-def measure_peak_gflops(threads: int) -> Tuple[float, str]:
+# FMA-peak probe: several repeats of ~PEAK_REPEAT_S each within PEAK_BUDGET_S
+# (at least PEAK_MIN_REPEATS), best one kept. A single short loop can read half
+# the peak when one thread is descheduled during it (a recorded run read 117
+# GFLOP/s instead of ~230).
+PEAK_REPEAT_S = 0.12
+PEAK_BUDGET_S = 1.2
+PEAK_MIN_REPEATS = 3
+PEAK_MAX_REPEATS = 10
+_PEAK_CALIBRATION_ITERATIONS = 2_000_000
+
+
+def fma_probe(fn: Callable[..., float], *, repeat_s: float = PEAK_REPEAT_S,
+              budget_s: float = PEAK_BUDGET_S, min_repeats: int = PEAK_MIN_REPEATS,
+              max_repeats: int = PEAK_MAX_REPEATS) -> dict:
+    """Best GFLOP/s of ``fn(iterations)`` (the register-only FMA loop) over
+    several repeats: two short calibration calls (they also wake the OpenMP
+    threads) size one repeat to ~``repeat_s`` seconds, then repeats run until
+    ``budget_s`` would be exceeded (at least ``min_repeats``, at most
+    ``max_repeats``). Returns {"gflops", "samples", "iterations", "seconds"}.
+    A ``fn`` without an iterations argument is called as ``fn()``."""
+    def call(iterations):
+        try:
+            return float(fn(iterations))
+        except TypeError:
+            return float(fn())
+
+    t_start = time.perf_counter()
+    per_iteration = math.inf
+    for _ in range(2):
+        t0 = time.perf_counter()
+        call(_PEAK_CALIBRATION_ITERATIONS)
+        per_iteration = min(per_iteration, (time.perf_counter() - t0) / _PEAK_CALIBRATION_ITERATIONS)
+    iterations = int(min(max(repeat_s / max(per_iteration, 1e-12), 1e5), 2e9))
+    samples: List[float] = []
+    t_loop = time.perf_counter()
+    while len(samples) < max_repeats:
+        elapsed = time.perf_counter() - t_loop
+        if len(samples) >= min_repeats and elapsed + elapsed / len(samples) > budget_s:
+            break
+        samples.append(call(iterations))
+    return {"gflops": max(samples), "samples": samples, "iterations": iterations,
+            "seconds": time.perf_counter() - t_start}
+
+
+def measure_peak_gflops(threads: int, details: Optional[dict] = None) -> Tuple[float, str]:
     """FP32 peak in GFLOP/s and how it was obtained.
 
     Uses the extension's register-only FMA loop on the active ISA path
-    (``convkit._C.measure_peak_gflops``) when it has one, otherwise a 2048^3 float32 matmul
-    through NumPy's BLAS (an estimate: a good sgemm reaches ~85-95% of peak).
+    (``convkit._C.measure_peak_gflops``) when it has one -- best of several
+    ~0.12 s repeats (:func:`fma_probe`, ~1.2 s in all) -- otherwise a 2048^3
+    float32 matmul through NumPy's BLAS (an estimate: a good sgemm reaches
+    ~85-95% of peak). ``details``, if given, receives the probe's samples.
     """
     try:
         from convkit import _C  # type: ignore[attr-defined]
@@ -494,11 +555,15 @@ def measure_peak_gflops(threads: int) -> Tuple[float, str]:
         _C = None
     fn = getattr(_C, "measure_peak_gflops", None)
     if callable(fn):
-        # Runs on convkit's active ISA path and thread count; best of 3.
+        # Runs on convkit's active ISA path and thread count.
         try:
-            best = max(float(fn()) for _ in range(3))
-            if best > 0:
-                return best, "fma-loop (convkit._C.measure_peak_gflops, best of 3)"
+            probe = fma_probe(fn)
+            if details is not None:
+                details.update(probe)
+            if probe["gflops"] > 0:
+                return probe["gflops"], (f"fma-loop (convkit._C.measure_peak_gflops, best of "
+                                         f"{len(probe['samples'])} x {probe['iterations'] / 1e6:.0f}M "
+                                         f"iterations, {probe['seconds']:.1f} s)")
         except Exception:
             pass
     n = 2048
@@ -667,10 +732,18 @@ def geomean(values: Sequence[float]) -> Optional[float]:
     return math.exp(sum(math.log(v) for v in vals) / len(vals))
 
 
-def table_rows(results: List[dict]) -> List[List[str]]:
-    """Header row + one row of strings per result."""
+def _mib(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v / 2 ** 20:.1f}"
+
+
+def table_rows(results: List[dict], memory: bool = False) -> List[List[str]]:
+    """Header row + one row of strings per result. ``memory``: the last two
+    number columns give the peak extra device memory of one call (convkit,
+    torch; GPU runs) instead of the NumPy reference's time and speedup."""
     header = ["layer", "pass", "N", "geometry", "convkit ms", "rate", "eff",
               "torch ms", "vs torch", "numpy ms", "vs numpy", "check"]
+    if memory:
+        header[9:11] = ["convkit MiB", "torch MiB"]
     rows = [header]
     for r in results:
         ck = r.get("convkit") or {}
@@ -685,13 +758,17 @@ def table_rows(results: List[dict]) -> List[List[str]]:
             rate = _fmt(ck.get("gbps"), ".1f") + " GB/s"
             eff = _fmt(ck.get("pct_copy"), ".0f") + "% cp"
         check = r.get("check", "-")
+        if memory:
+            tail = [_mib(ck.get("peak_memory_bytes")), _mib(th.get("peak_memory_bytes"))]
+        else:
+            tail = [_fmt(ref.get("median_ms"), ".2f"), _fmt(r.get("speedup_vs_numpy"), ".1f", "-") +
+                    ("x" if r.get("speedup_vs_numpy") else "")]
         rows.append([
             r["layer"], r["pass"], str(r["batch"]), r["geometry"],
             _fmt(ck.get("median_ms"), ".3f"), rate, eff,
             _fmt(th.get("median_ms"), ".3f"), _fmt(r.get("speedup_vs_torch"), ".2f", "-") +
             ("x" if r.get("speedup_vs_torch") else ""),
-            _fmt(ref.get("median_ms"), ".2f"), _fmt(r.get("speedup_vs_numpy"), ".1f", "-") +
-            ("x" if r.get("speedup_vs_numpy") else ""),
+            *tail,
             check,
         ])
     return rows
@@ -700,8 +777,8 @@ def table_rows(results: List[dict]) -> List[List[str]]:
 _RIGHT_ALIGNED = {2, 4, 5, 6, 7, 8, 9, 10}
 
 
-def format_table(results: List[dict], markdown: bool = False) -> str:
-    rows = table_rows(results)
+def format_table(results: List[dict], markdown: bool = False, memory: bool = False) -> str:
+    rows = table_rows(results, memory=memory)
     if markdown:
         def md(row):
             return "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
@@ -820,6 +897,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bar chart of the speedups vs torch (needs matplotlib)")
     p.add_argument("--list", action="store_true", help="list the suite's layers and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu (default): the C++ kernels on NumPy arrays vs torch on the CPU; cuda: the "
+                        "CUDA kernels on CuPy arrays vs torch/cuDNN on the GPU (FP32 with TF32 off), "
+                        "timed with CUDA events (needs CuPy and an NVIDIA GPU)")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                   help="element type (float16 only with --device cuda; default float32)")
+    p.add_argument("--no-cudnn-benchmark", action="store_true",
+                   help="--device cuda: leave torch.backends.cudnn.benchmark off (default: on, so cuDNN "
+                        "picks its fastest algorithm per layer during the warm-up)")
 
 
 def _selected(filters: List[str]) -> List[Tuple[Layer, str]]:
@@ -969,6 +1055,13 @@ def run_item(layer: Layer, pass_: str, args, *, torch_ok: bool, peak: float, cop
 
 
 def run(args) -> int:
+    if getattr(args, "device", "cpu") == "cuda":
+        from . import bench_cuda
+        return bench_cuda.run(args)
+    if getattr(args, "dtype", "float32") != "float32":
+        print(f"convkit bench: --dtype {args.dtype} needs --device cuda (the CPU suite runs float32)",
+              file=sys.stderr)
+        return 2
     if args.list:
         for layer in LAYERS:
             print(f"{layer.name:36s} {layer.kind:4s} N={layer.batch:<4d} (quick {layer.quick_batch:<3d})"
@@ -1001,7 +1094,8 @@ def run(args) -> int:
         torch.set_num_threads(threads)
 
     info = convkit_info()
-    peak, peak_method = measure_peak_gflops(threads)
+    peak_probe: dict = {}
+    peak, peak_method = measure_peak_gflops(threads, peak_probe)
     copy = measure_copy_gbps(threads)
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     versions = {
@@ -1012,7 +1106,8 @@ def run(args) -> int:
     machine = {
         "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "platform": platform.platform(),
         "isa": info.get("isa"), "supported_isas": info.get("supported_isas"),
-        "peak_gflops": peak, "peak_method": peak_method, "copy_gbps": copy,
+        "peak_gflops": peak, "peak_method": peak_method,
+        "peak_samples_gflops": peak_probe.get("samples"), "copy_gbps": copy,
         "copy_method": f"np.copyto 256 MiB float32, {threads} thread(s), read+write bytes",
         "loadavg_start": _loadavg(),
     }
