@@ -18,8 +18,11 @@
 //                  col = W^T * grad_y (GEMM) then col2im into the task's own
 //                  channels; 1x1/s1/p0 is one GEMM into grad_x; depthwise
 //                  stride 1 is a correlation with the flipped kernel.
-//   backward wgt   per task (batch chunk, group, column block, row block):
-//                  grad_w += grad_y[n] * im2col[n]^T over the chunk's images.
+//   backward wgt   float layers of the direct forward: the direct tile with
+//                  input channels in place of pixels, reduced over the pixels
+//                  of each band. Otherwise per task (batch chunk, group,
+//                  column block, row block): one GEMM
+//                  grad_w = grad_y * im2col^T over the chunk's images.
 //   backward bias  per channel, 8 double lanes.
 //
 // Determinism: every output element is computed by exactly one task, and its
@@ -156,6 +159,26 @@ const DirectConvKernel* direct_conv_kernel(const ConvGeometry& g) {
 }
 
 
+// Zero-padded rows [pr0, pr1) (padded-row coordinates: input row pr - pad_top)
+// of `channels` consecutive input planes, Wp wide, plane `plane` apart.
+template <typename T>
+void pad_input_rows(const ConvGeometry& g, const T* x, int64_t channels, int64_t pr0, int64_t pr1,
+                    int64_t Wp, int64_t plane, T* dst) {
+    const int64_t H = g.in_h, W = g.in_w;
+    for (int64_t c = 0; c < channels; ++c) {
+        const T* xp = x + c * H * W;
+        for (int64_t pr = pr0; pr < pr1; ++pr) {
+            T* d = dst + c * plane + (pr - pr0) * Wp;
+            const int64_t ih = pr - g.pad_top;
+            const int64_t copy = (ih >= 0 && ih < H) ? std::min(W, Wp - g.pad_left) : 0;
+            const int64_t left = copy > 0 ? g.pad_left : Wp;
+            for (int64_t i = 0; i < left; ++i) d[i] = T(0);
+            if (copy > 0) std::memcpy(d + left, xp + ih * W, sizeof(T) * static_cast<size_t>(copy));
+            for (int64_t i = left + copy; i < Wp; ++i) d[i] = T(0);
+        }
+    }
+}
+
 void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias,
                          float* y, const DirectConvKernel& dk) {
     const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
@@ -212,18 +235,7 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
         const int64_t pr0 = oh0 * sh, pr1 = pr0 + band_rows(oh1 - oh0);
         float* pad = scratch.get(thread_id());
         float* out = pad + Cg * plane;
-        for (int64_t c = 0; c < Cg; ++c) {
-            const float* xp = x + (n * C + gi * Cg + c) * H * W;
-            for (int64_t pr = pr0; pr < pr1; ++pr) {
-                float* d = pad + c * plane + (pr - pr0) * Wp;
-                const int64_t ih = pr - g.pad_top;
-                const int64_t copy = (ih >= 0 && ih < H) ? std::min(W, Wp - g.pad_left) : 0;
-                const int64_t left = copy > 0 ? g.pad_left : Wp;
-                for (int64_t i = 0; i < left; ++i) d[i] = 0.f;
-                if (copy > 0) std::memcpy(d + left, xp + ih * W, sizeof(float) * static_cast<size_t>(copy));
-                for (int64_t i = left + copy; i < Wp; ++i) d[i] = 0.f;
-            }
-        }
+        pad_input_rows(g, x + (n * C + gi * Cg) * H * W, Cg, pr0, pr1, Wp, plane, pad);
         for (int64_t kb = 0; kb < kblocks; ++kb) {
             const int64_t blk = gi * kblocks + kb, k0 = kb * KB, kcount = std::min(KB, Kg - k0);
             const float* wk = wd + blk * wblock;
@@ -233,7 +245,7 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
                 for (int64_t rt = 0; rt < row_tiles; ++rt) {
                     const int64_t ow0 = rt * pw0, pw = std::min(pw0, OW - ow0);
                     (rt + 1 < row_tiles ? full_tile : last_tile)(
-                        CRS, off, pad + (oh - oh0) * sh * Wp + ow0 * sw, sw, wk, init, out);
+                        CRS, off, pad + (oh - oh0) * sh * Wp + ow0 * sw, sw, wk, init, out, false);
                     for (int64_t j = 0; j < kcount; ++j) {
                         float* yd = yrow + j * P + ow0;
                         for (int64_t p = 0; p < pw; ++p) yd[p] = out[p * KB + j];
@@ -243,6 +255,86 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
         }
     }
 }
+
+// Direct backward weight (float, same layers as the direct forward): the
+// forward's register tile with roles swapped. For kernel tap (r, s) a tile
+// holds PW input channels x (lanes*kv) output channels of grad_w; its
+// reduction runs over the output pixels of a band, broadcasting the input
+// value each (channel, pixel) reads from zero-padded rows and loading
+// grad_y's channels at that pixel as a vector (grad_y transposed per band).
+// Each task (batch chunk, group, channel block) keeps its partial grad_w in a
+// buffer and continues every element's chain over bands and images in order,
+// so results do not depend on the banding or the thread count.
+void direct_conv_backward_weight(const ConvGeometry& g, const float* grad_y, const float* x,
+                                 float* grad_w, int64_t nb_chunks, float* partial,
+                                 const DirectConvKernel& dk) {
+    const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
+    const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
+    const int64_t Cg = C / G, Kg = K / G, OH = g.out_h, OW = g.out_w, P = OH * OW;
+    const int64_t RS = R * S, CRS = Cg * RS, wsize = g.w_size();
+    const int64_t sh = g.stride_h, sw = g.stride_w, dh = g.dilation_h, dwl = g.dilation_w;
+    const int nt = threads_for_work(double(N) * K * P * CRS);
+    const int kv = direct_conv_vectors(g, dk);
+    const int64_t KB = int64_t(kv) * dk.lanes, kblocks = ceil_div(Kg, KB);
+    const int64_t max_pw = kv == 1 ? dk.max_pw1 : dk.max_pw2;
+    const int64_t ctiles = ceil_div(Cg, max_pw), pc0 = ceil_div(Cg, ctiles);
+
+    const int64_t Wp = std::max(W + g.pad_left, (OW - 1) * sw + (S - 1) * dwl + 1);
+    auto band_rows = [&](int64_t b) { return (b - 1) * sh + (R - 1) * dh + 1; };
+    int64_t b = OH;
+    while (b > 1 && (Cg * band_rows(b) * Wp > (int64_t(1) << 17) || b * OW * KB > (int64_t(1) << 16)))
+        b = ceil_div(b, 2);
+    const int64_t bands = ceil_div(OH, b), plane = band_rows(b) * Wp, band_px = b * OW;
+    std::vector<int64_t> offsets(static_cast<size_t>(band_px));
+    for (int64_t p = 0; p < band_px; ++p)
+        offsets[static_cast<size_t>(p)] = (p / OW) * sh * Wp + (p % OW) * sw;
+    const int64_t* off = offsets.data();
+    auto full_tile = dk.tile(int(pc0), kv, false);
+    auto last_tile = dk.tile(int(Cg - (ctiles - 1) * pc0), kv, false);
+
+    const int64_t tasks = nb_chunks * G * kblocks;
+    Scratch<float> scratch(nt, Cg * plane + band_px * KB + RS * Cg * KB);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t kb = task % kblocks, gi = (task / kblocks) % G, chunk = task / (kblocks * G);
+        const int64_t k0 = kb * KB, kcount = std::min(KB, Kg - k0);
+        const int64_t n_begin = chunk * N / nb_chunks, n_end = (chunk + 1) * N / nb_chunks;
+        float* pad = scratch.get(thread_id());
+        float* gyt = pad + Cg * plane;
+        float* acc = gyt + band_px * KB;
+        bool first = true;
+        for (int64_t n = n_begin; n < n_end; ++n) {
+            for (int64_t band = 0; band < bands; ++band) {
+                const int64_t oh0 = band * b, oh1 = std::min(OH, oh0 + b), px = (oh1 - oh0) * OW;
+                pad_input_rows(g, x + (n * C + gi * Cg) * H * W, Cg, oh0 * sh,
+                               oh0 * sh + band_rows(oh1 - oh0), Wp, plane, pad);
+                for (int64_t j = 0; j < KB; ++j) {
+                    if (j < kcount) {
+                        const float* src = grad_y + (n * K + gi * Kg + k0 + j) * P + oh0 * OW;
+                        for (int64_t p = 0; p < px; ++p) gyt[p * KB + j] = src[p];
+                    } else {
+                        for (int64_t p = 0; p < px; ++p) gyt[p * KB + j] = 0.f;
+                    }
+                }
+                for (int64_t rs = 0; rs < RS; ++rs) {
+                    const float* base = pad + (rs / S) * dh * Wp + (rs % S) * dwl;
+                    for (int64_t ct = 0; ct < ctiles; ++ct) {
+                        const int64_t c0 = ct * pc0;
+                        (ct + 1 < ctiles ? full_tile : last_tile)(px, off, base + c0 * plane, plane, gyt,
+                                                                  nullptr, acc + (rs * Cg + c0) * KB, !first);
+                    }
+                }
+                first = false;
+            }
+        }
+        float* target = nb_chunks > 1 ? partial + chunk * wsize : grad_w;
+        for (int64_t j = 0; j < kcount; ++j)
+            for (int64_t c = 0; c < Cg; ++c)
+                for (int64_t rs = 0; rs < RS; ++rs)
+                    target[((gi * Kg + k0 + j) * Cg + c) * RS + rs] = acc[(rs * Cg + c) * KB + j];
+    }
+}
+
 
 }  // namespace
 
@@ -712,8 +804,13 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
     const int64_t nb_chunks = std::max<int64_t>(1, std::min<int64_t>({N, 16, partial_budget / wsize}));
     const int nt = threads_for_work(double(nb_chunks) * wsize, 1 << 16);
     Scratch<T> partial(1, nb_chunks > 1 ? nb_chunks * wsize : 1, 1);
+    const DirectConvKernel* dk = nullptr;
+    if constexpr (std::is_same_v<T, float>) dk = direct_conv_kernel(g);
     if (dw::use_direct_backward_weight(g)) {
         dw::backward_weight(g, grad_y, x, grad_w, nb_chunks, partial.get(0));
+    } else if (dk) {
+        if constexpr (std::is_same_v<T, float>)
+            direct_conv_backward_weight(g, grad_y, x, grad_w, nb_chunks, partial.get(0), *dk);
     } else {
         gemm_backward_weight(g, grad_y, x, grad_w, nb_chunks, partial.get(0));
     }

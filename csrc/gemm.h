@@ -263,7 +263,7 @@ struct DirectConvKernel {
     int lanes, max_pw1, max_pw2;
     void (*(*tile)(int pw, int kv, bool sw1))(int64_t taps, const int64_t* off, const float* in,
                                                 int64_t sw, const float* w, const float* init,
-                                                float* out);
+                                                float* out, bool accumulate);
 };
 #ifdef CONVKIT_HAVE_AVX2
 extern const DirectConvKernel direct_conv_avx2;

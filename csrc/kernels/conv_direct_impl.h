@@ -4,9 +4,11 @@
 //
 // One call computes PW output pixels of one output row times KV vectors of
 // output channels, all in registers, over every tap t of the reduction:
-//   out[p*ldo + j] = init[j] + sum_t in[off[t] + p*sw] * w[t*KV*L + j]
+//   out[p*KV*L + j] = start + sum_t in[off[t] + p*sw] * w[t*KV*L + j]
 // summed in increasing t with one FMA per term (the GEMM path's chain), for
-// p < PW and j < KV*L (L = vector lanes). `in` points at the tile's first
+// p < PW and j < KV*L (L = vector lanes), where start is out's own value when
+// accumulating (the chain goes on where an earlier call stopped), else init[j]
+// or 0. `in` points at the tile's first
 // pixel inside zero-padded input rows, so no read needs a bounds check; w holds
 // KV*L channels per tap (zero for channels past the layer's, never stored).
 #pragma once
@@ -18,13 +20,16 @@ namespace {
 
 template <class V, int PW, int KV, bool SW1>
 void tile(int64_t taps, const int64_t* off, const float* in, int64_t sw, const float* w,
-          const float* init, float* out) {
+          const float* init, float* out, bool accumulate) {
     constexpr int L = V::lanes;
     typename V::reg acc[PW][KV];
 #pragma GCC unroll 32
     for (int p = 0; p < PW; ++p)
 #pragma GCC unroll 4
-        for (int v = 0; v < KV; ++v) acc[p][v] = init ? V::load(init + v * L) : V::zero();
+        for (int v = 0; v < KV; ++v)
+            acc[p][v] = accumulate ? V::load(out + p * KV * L + v * L)
+                        : init     ? V::load(init + v * L)
+                                   : V::zero();
     for (int64_t t = 0; t < taps; ++t) {
         const float* x = in + off[t];
         typename V::reg wv[KV];
@@ -44,7 +49,7 @@ void tile(int64_t taps, const int64_t* off, const float* in, int64_t sw, const f
 }
 
 using TileFn = void (*)(int64_t, const int64_t*, const float*, int64_t, const float*, const float*,
-                        float*);
+                        float*, bool);
 
 // Table entry for PW pixels (1 <= PW <= MaxPW), KV vectors, stride-1 or not.
 template <class V, int KV, bool SW1, int... PWs>
