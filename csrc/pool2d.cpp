@@ -72,6 +72,21 @@ int threads_for(int64_t work) {
     return num_threads();
 }
 
+// Work estimate planes * (plane_out * taps + plane_in) * scale of a window
+// pass, saturating: legal geometries (window 2^30 x 2^30 over a 64x64 input)
+// overflow the plain product. Taps are clamped to the input, as the loops are.
+int64_t window_work(const PoolGeometry& g, int64_t scale = 1) {
+    auto mul = [](int64_t a, int64_t b) {
+        int64_t p;
+        return __builtin_mul_overflow(a, b, &p) ? std::numeric_limits<int64_t>::max() : p;
+    };
+    const int64_t taps = mul(std::min(g.kernel_h, g.in_h), std::min(g.kernel_w, g.in_w));
+    int64_t per_plane;
+    if (__builtin_add_overflow(mul(g.out_h * g.out_w, taps), g.in_h * g.in_w, &per_plane))
+        per_plane = std::numeric_limits<int64_t>::max();
+    return mul(mul(g.planes, per_plane), scale);
+}
+
 // Calls f(plane, row_begin, row_end) over all planes x rows, split into
 // enough items that few-plane inputs still use every thread.
 template <typename F>
@@ -368,7 +383,7 @@ void max_pool2d_forward(const PoolGeometry& g, const T* x, T* y, int64_t* indice
     const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
     if (g.planes <= 0 || plane_out <= 0) return;
     auto fn = IsaFns<T>::max_fn();
-    const int64_t work = g.planes * (plane_out * g.kernel_h * g.kernel_w + plane_in);
+    const int64_t work = window_work(g);
     parallel_plane_rows(g.planes, g.out_h, work, [&](int64_t p, int64_t r0, int64_t r1) {
         fn(g, x + p * plane_in, y + p * plane_out, indices ? indices + p * plane_out : nullptr, r0, r1);
     });
@@ -535,7 +550,7 @@ void avg_pool2d_forward(const PoolGeometry& g, bool count_include_pad, int64_t d
     const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
     if (g.planes <= 0 || plane_out <= 0) return;
     auto fn = IsaFns<T>::avg_fn();
-    const int64_t work = g.planes * (plane_out * g.kernel_h * g.kernel_w + plane_in);
+    const int64_t work = window_work(g);
     parallel_plane_rows(g.planes, g.out_h, work, [&](int64_t p, int64_t r0, int64_t r1) {
         fn(g, count_include_pad, divisor_override, x + p * plane_in, y + p * plane_out, r0, r1);
     });
@@ -627,7 +642,12 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
         }
     }
     const bool overlap = g.kernel_h > g.stride_h || g.kernel_w > g.stride_w;
-    if (overlap && g.stride_w == 1 && g.planes >= 2 * int64_t(nt)) {
+    // The two per-plane paths below need scratch and loops over kernel_w taps;
+    // a window much wider than the input (kernel 2^34 with padding 2^33 is
+    // legal) takes the delta + gather path, whose scratch is one delta per
+    // output. Both give bitwise the same sums in the same order.
+    const bool narrow_window = g.kernel_w <= 2 * g.in_w + 16;
+    if (overlap && narrow_window && g.stride_w == 1 && g.planes >= 2 * int64_t(nt)) {
         // Per-plane gather over padded delta rows (each plane by one thread).
         const int64_t rz = std::max(g.kernel_w, g.in_w + g.pad_w + 1 - g.out_w) + 16;
         const int64_t L = g.out_w + g.kernel_w + rz;
@@ -644,7 +664,7 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
         }, nt);
         return;
     }
-    if (overlap && g.planes >= 2 * int64_t(nt)) {
+    if (overlap && narrow_window && g.planes >= 2 * int64_t(nt)) {
         // Per-plane tap-major scatter (each plane by one thread).
         std::vector<int64_t> ca(g.kernel_w), cb(g.kernel_w), hlo(g.out_h), hhi(g.out_h);
         for (int64_t c = 0; c < g.kernel_w; ++c) {
@@ -707,7 +727,7 @@ void lp_pool2d_forward(const PoolGeometry& g, double norm_type, const T* x, T* y
     if (g.planes <= 0 || plane_out <= 0) return;
     const T kk = static_cast<T>(g.kernel_h * g.kernel_w);
     const double inv_p = 1.0 / norm_type;
-    const int64_t work = g.planes * (plane_out * g.kernel_h * g.kernel_w + plane_in) * 4;
+    const int64_t work = window_work(g, 4);
     parallel_plane_rows(g.planes, g.out_h, work, [&](int64_t p, int64_t r0, int64_t r1) {
         const T* xp = x + p * plane_in;
         T* yp = y + p * plane_out;
@@ -737,7 +757,7 @@ void lp_pool2d_backward(const PoolGeometry& g, double norm_type, const T* grad_y
     const T inv_p_t = static_cast<T>(inv_p);
     std::vector<T> delta(static_cast<size_t>(g.planes * plane_out));
     T* dl = delta.data();
-    const int64_t work = g.planes * (plane_out * g.kernel_h * g.kernel_w + plane_in) * 4;
+    const int64_t work = window_work(g, 4);
     parallel_plane_rows(g.planes, g.out_h, work, [&](int64_t p, int64_t r0, int64_t r1) {
         const T* xp = x + p * plane_in;
         const T* gyp = grad_y + p * plane_out;
