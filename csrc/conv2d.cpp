@@ -146,7 +146,10 @@ bool use_direct_conv(const ConvGeometry& g) {
     // (the weights of a channel block no longer stay in L2).
     const int64_t Kg = g.out_channels / g.groups;
     const int64_t CRS = (g.in_channels / g.groups) * g.kernel_h * g.kernel_w;
-    return Kg <= 256 && CRS >= 32 && g.kernel_h * g.kernel_w > 1;
+    // The padded rows of one output row (per channel of a group) must be
+    // small: huge paddings or dilations are legal but take the GEMM path.
+    const int64_t band1 = sat_mul(sat_mul(g.in_channels / g.groups, padded_band_rows(g, 1)), padded_row_width(g));
+    return Kg <= 256 && CRS >= 32 && g.kernel_h * g.kernel_w > 1 && band1 <= (int64_t(1) << 22);
 }
 
 // The direct kernel for this layer, or nullptr for the GEMM path.
@@ -194,11 +197,11 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
 
     // Bands of output rows: their padded input rows stay within a budget, and
     // there are enough bands to go round the threads.
-    const int64_t Wp = std::max(W + g.pad_left, (OW - 1) * sw + (S - 1) * dwl + 1);
-    auto band_rows = [&](int64_t b) { return (b - 1) * sh + (R - 1) * dh + 1; };
+    const int64_t Wp = padded_row_width(g);
+    auto band_rows = [&](int64_t b) { return padded_band_rows(g, b); };
     const int64_t band_budget = int64_t(1) << 17;
     int64_t b = OH;
-    while (b > 1 && Cg * band_rows(b) * Wp > band_budget) b = ceil_div(b, 2);
+    while (b > 1 && sat_mul(sat_mul(Cg, band_rows(b)), Wp) > band_budget) b = ceil_div(b, 2);
     while (b > 1 && N * G * ceil_div(OH, b) < 4 * int64_t(nt)) b = ceil_div(b, 2);
     const int64_t bands = ceil_div(OH, b), plane = band_rows(b) * Wp;
     const int64_t tasks = N * G * bands;
@@ -279,10 +282,10 @@ void direct_conv_backward_weight(const ConvGeometry& g, const float* grad_y, con
     const int64_t max_pw = kv == 1 ? dk.max_pw1 : dk.max_pw2;
     const int64_t ctiles = ceil_div(Cg, max_pw), pc0 = ceil_div(Cg, ctiles);
 
-    const int64_t Wp = std::max(W + g.pad_left, (OW - 1) * sw + (S - 1) * dwl + 1);
-    auto band_rows = [&](int64_t b) { return (b - 1) * sh + (R - 1) * dh + 1; };
+    const int64_t Wp = padded_row_width(g);
+    auto band_rows = [&](int64_t b) { return padded_band_rows(g, b); };
     int64_t b = OH;
-    while (b > 1 && (Cg * band_rows(b) * Wp > (int64_t(1) << 17) || b * OW * KB > (int64_t(1) << 16)))
+    while (b > 1 && (sat_mul(sat_mul(Cg, band_rows(b)), Wp) > (int64_t(1) << 17) || b * OW * KB > (int64_t(1) << 16)))
         b = ceil_div(b, 2);
     const int64_t bands = ceil_div(OH, b), plane = band_rows(b) * Wp, band_px = b * OW;
     std::vector<int64_t> offsets(static_cast<size_t>(band_px));
@@ -453,13 +456,14 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
 
     // Zero-padded input rows of one reduction block: per image of a tile, per
     // channel of the block, the padded rows its output rows read.
-    const int64_t Wp = std::max(W + g.pad_left, (OW - 1) * sw + (S - 1) * dwl + 1);
+    // (Saturating: huge paddings or dilations are legal and just go unpadded.)
+    const int64_t Wp = padded_row_width(g);
     const int64_t oh_span = std::min(OH, ceil_div(nb_tile, OW) + 1);
-    const int64_t rows_cap = (oh_span - 1) * sh + (R - 1) * dh + 1;
-    const int64_t plane_cap = rows_cap * Wp + kRunSlack;
+    const int64_t rows_cap = padded_band_rows(g, oh_span);
+    const int64_t plane_cap = sat_add(sat_mul(rows_cap, Wp), kRunSlack);
     const int64_t imgs_cap = std::min(N, ceil_div(nb_tile, P) + 1);
     const int64_t ch_cap = std::min(Cg, kr.kc / RS + 2);
-    const int64_t pad_elems = imgs_cap * ch_cap * plane_cap;
+    const int64_t pad_elems = sat_mul(sat_mul(imgs_cap, ch_cap), plane_cap);
     const bool padded = !pointwise && pad_elems <= (int64_t(1) << 19);
 
     Scratch<T> packed_w(1, G * round_up(Kg, mr) * CRS, 2);

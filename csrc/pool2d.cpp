@@ -199,6 +199,16 @@ struct IsaFns;
 
 template <>
 struct IsaFns<float> {
+    using MeanFn = void (*)(const float*, int64_t, int64_t, int64_t, float*);
+    static MeanFn mean_fn() {
+#ifdef CONVKIT_HAVE_AVX512
+        if (active_isa() == Isa::avx512) return poolk::plane_means_avx512_f32;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::plane_means_avx2_f32;
+#endif
+        return poolk::plane_means<float>;
+    }
     using MaxFn = void (*)(const PoolGeometry&, const float*, float*, int64_t*, int64_t, int64_t);
     using AvgFn = void (*)(const PoolGeometry&, bool, int64_t, const float*, float*, int64_t, int64_t);
     static MaxFn max_fn() {
@@ -256,6 +266,16 @@ struct IsaFns<float> {
 
 template <>
 struct IsaFns<double> {
+    using MeanFn = void (*)(const double*, int64_t, int64_t, int64_t, double*);
+    static MeanFn mean_fn() {
+#ifdef CONVKIT_HAVE_AVX512
+        if (active_isa() == Isa::avx512) return poolk::plane_means_avx512_f64;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::plane_means_avx2_f64;
+#endif
+        return poolk::plane_means<double>;
+    }
     using MaxFn = void (*)(const PoolGeometry&, const double*, double*, int64_t*, int64_t, int64_t);
     using AvgFn = void (*)(const PoolGeometry&, bool, int64_t, const double*, double*, int64_t, int64_t);
     static MaxFn max_fn() {
@@ -811,20 +831,22 @@ void adaptive_avg_pool2d_forward(const AdaptiveGeometry& g, const T* x, T* y) {
         // torch computes a 1x1 adaptive average as input.mean((-1, -2)): its
         // cascade (multi-accumulator, vectorised) sum rounded to T, then one
         // division by h*w. That sum order depends on torch's build and CPU, so
-        // it is not reproduced bit for bit; we use a more accurate sum (double
-        // accumulation for float, 8 interleaved accumulators plus pairwise
-        // combination for double) rounded to T, then the same division.
-        const T n = static_cast<T>(plane_in);
-        parallel_planes(g.planes, work, [&](int64_t p) {
-            const T* xp = x + p * plane_in;
-            double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            int64_t i = 0;
-            for (; i + 8 <= plane_in; i += 8)
-                for (int j = 0; j < 8; ++j) a[j] += static_cast<double>(xp[i + j]);
-            for (int j = 0; i < plane_in; ++i, ++j) a[j] += static_cast<double>(xp[i]);
-            const double s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-            y[p] = static_cast<T>(s) / n;
-        });
+        // it is not reproduced bit for bit; we use a more accurate sum (8
+        // interleaved double accumulators, combined pairwise: plane_means)
+        // rounded to T, then the same division.
+        auto fn = IsaFns<T>::mean_fn();
+        const int nt = threads_for(work);
+        // Contiguous runs of planes per thread (one call each, no per-plane
+        // dispatch): planes of a 7x7 map are only 49 elements.
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+#ifdef _OPENMP
+            const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+            const int64_t t = 0, nth = 1;
+#endif
+            fn(x, plane_in, g.planes * t / nth, g.planes * (t + 1) / nth, y);
+        }
         return;
     }
     std::vector<int64_t> h0(g.out_h), h1(g.out_h), w0(g.out_w), w1(g.out_w);

@@ -50,5 +50,12 @@ void avg_bwd_disjoint_rows_avx2_f64(int64_t in_w, int64_t out_w, int64_t ih0, in
     avg_bwd_disjoint_rows<double>(in_w, out_w, ih0, ih1, oh_of, col, div, gyp, gxp, d);
 }
 
+void plane_means_avx2_f32(const float* x, int64_t plane, int64_t p0, int64_t p1, float* y) {
+    plane_means<float>(x, plane, p0, p1, y);
+}
+void plane_means_avx2_f64(const double* x, int64_t plane, int64_t p0, int64_t p1, double* y) {
+    plane_means<double>(x, plane, p0, p1, y);
+}
+
 }  // namespace poolk
 }  // namespace convkit

@@ -385,6 +385,32 @@ inline void avg_bwd_disjoint_rows(int64_t in_w, int64_t out_w, int64_t ih0, int6
     }
 }
 
+// ------------------------------------------------------- plane means ----
+
+// y[p] = mean of plane p for p in [p0, p1) (global average pooling). Element
+// i of a plane goes into double accumulator i % 8 (for float and double
+// alike); the eight are combined pairwise, rounded to T and divided by the
+// plane size once. The accumulator layout is fixed, so every vector width
+// (one zmm, two ymm or four xmm of doubles) gives the same bits.
+template <typename T>
+inline void plane_means(const T* __restrict x, int64_t plane, int64_t p0, int64_t p1, T* __restrict y) {
+    const T n = static_cast<T>(plane);
+    for (int64_t p = p0; p < p1; ++p) {
+        const T* __restrict xp = x + p * plane;
+        double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t i = 0;
+        for (; i + 8 <= plane; i += 8)
+            for (int j = 0; j < 8; ++j) a[j] += static_cast<double>(xp[i + j]);
+        // The tail as one more full step, padded with -0.0 (a + -0.0 == a
+        // exactly): no variable index into a[], which would keep it in memory.
+        double t[8];
+        for (int j = 0; j < 8; ++j) t[j] = i + j < plane ? static_cast<double>(xp[i + j]) : -0.0;
+        for (int j = 0; j < 8; ++j) a[j] += t[j];
+        const double s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+        y[p] = static_cast<T>(s) / n;
+    }
+}
+
 }  // namespace
 }  // namespace poolk
 }  // namespace convkit

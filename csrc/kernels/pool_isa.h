@@ -9,6 +9,8 @@
 namespace convkit {
 namespace poolk {
 #ifdef CONVKIT_HAVE_AVX2
+void plane_means_avx2_f32(const float*, int64_t, int64_t, int64_t, float*);
+void plane_means_avx2_f64(const double*, int64_t, int64_t, int64_t, double*);
 void max_fwd_rows_avx2_f32(const PoolGeometry&, const float*, float*, int64_t*, int64_t, int64_t);
 void max_fwd_rows_avx2_f64(const PoolGeometry&, const double*, double*, int64_t*, int64_t, int64_t);
 void avg_fwd_rows_avx2_f32(const PoolGeometry&, bool, int64_t, const float*, float*, int64_t, int64_t);
@@ -27,6 +29,8 @@ void avg_bwd_disjoint_rows_avx2_f64(int64_t, int64_t, int64_t, int64_t, const in
                                    const double*, double*, double*);
 #endif
 #ifdef CONVKIT_HAVE_AVX512
+void plane_means_avx512_f32(const float*, int64_t, int64_t, int64_t, float*);
+void plane_means_avx512_f64(const double*, int64_t, int64_t, int64_t, double*);
 void max_fwd_rows_avx512_f32(const PoolGeometry&, const float*, float*, int64_t*, int64_t, int64_t);
 void max_fwd_rows_avx512_f64(const PoolGeometry&, const double*, double*, int64_t*, int64_t, int64_t);
 void avg_fwd_rows_avx512_f32(const PoolGeometry&, bool, int64_t, const float*, float*, int64_t, int64_t);

@@ -3,7 +3,8 @@
 # and every ISA path (like CMake does). Needs clang with libFuzzer (Debian:
 # apt-get install clang); OpenMP comes from gcc's libgomp, as in the package.
 # Usage: csrc/tests_native/fuzz_build.sh [OUT] [extra flags]   (default OUT=/tmp/convkit_fuzz)
-# Run:   mkdir -p /tmp/fuzz_corpus && /tmp/convkit_fuzz /tmp/fuzz_corpus -max_total_time=120 -timeout=20 -max_len=256
+# Run:   mkdir -p /tmp/fuzz_corpus && ASAN_OPTIONS=allocator_may_return_null=1:max_allocation_size_mb=2048 \
+#            /tmp/convkit_fuzz /tmp/fuzz_corpus -max_total_time=120 -timeout=20 -rss_limit_mb=4096 -max_len=256
 set -e
 cd "$(dirname "$0")/../.."
 OUT=/tmp/convkit_fuzz

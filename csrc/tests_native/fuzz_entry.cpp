@@ -18,12 +18,14 @@
 //
 // Build (clang with libFuzzer; libgomp, as the package uses):
 //   csrc/tests_native/fuzz_build.sh [OUT]       (default /tmp/convkit_fuzz)
-// Run, e.g. for two minutes (stops at the first crash; artifacts go to the cwd):
-//   mkdir -p /tmp/fuzz_corpus && /tmp/convkit_fuzz /tmp/fuzz_corpus -max_total_time=120 \
-//       -timeout=20 -rss_limit_mb=4096 -max_len=256
+// Run, e.g. for two minutes (stops at the first crash; artifacts go to the cwd).
+// The ASan options let an absurd allocation fail (std::bad_alloc, which the
+// Python binding turns into MemoryError) instead of reserving terabytes:
+//   mkdir -p /tmp/fuzz_corpus && ASAN_OPTIONS=allocator_may_return_null=1:max_allocation_size_mb=2048 \
+//       /tmp/convkit_fuzz /tmp/fuzz_corpus -max_total_time=120 -timeout=20 -rss_limit_mb=4096 -max_len=256
 // To keep going past crashes and collect them all, add
 //   -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1
-// Replay one input: /tmp/convkit_fuzz crash-<sha1>
+// Replay one input, printing its geometry: CONVKIT_FUZZ_PRINT=1 /tmp/convkit_fuzz crash-<sha1>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -31,6 +33,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <stdexcept>
 #include <type_traits>
 #include <vector>
@@ -43,7 +46,41 @@
 
 using namespace convkit;
 
+// operator new as malloc + throw std::bad_alloc on failure. ASan's own
+// operator new reports a failed allocation as a fatal error even with
+// allocator_may_return_null=1, but in the package a kernel's bad_alloc is an
+// ordinary MemoryError (pybind11 translates it), so the harness must be able
+// to catch it: see kernel_call() below. malloc stays ASan's (red zones,
+// use-after-free and overflow checks are unchanged).
+void* operator new(size_t n) {
+    if (void* p = std::malloc(n ? n : 1)) return p;
+    throw std::bad_alloc();
+}
+void* operator new[](size_t n) { return operator new(n); }
+void* operator new(size_t n, const std::nothrow_t&) noexcept { return std::malloc(n ? n : 1); }
+void* operator new[](size_t n, const std::nothrow_t&) noexcept { return std::malloc(n ? n : 1); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+void operator delete[](void* p, size_t) noexcept { std::free(p); }
+
 namespace {
+
+long long g_bad_alloc = 0;  // kernel calls refused for memory (printed at exit)
+
+// Runs one kernel call; a std::bad_alloc is the MemoryError the Python layer
+// would raise, not a crash. Anything else escapes and aborts.
+template <typename F>
+bool kernel_call(F&& f) {
+    try {
+        f();
+        return true;
+    } catch (const std::bad_alloc&) {
+        ++g_bad_alloc;
+        if (std::getenv("CONVKIT_FUZZ_PRINT")) std::fprintf(stderr, "std::bad_alloc (MemoryError in Python)\n");
+        return false;
+    }
+}
 
 // Caps that keep each run fast; geometry fields themselves are not capped.
 constexpr int64_t kMaxElems = int64_t(1) << 18;  // per buffer
@@ -229,7 +266,16 @@ void fuzz_conv(Reader& r, int op) {
     } catch (const std::invalid_argument&) {
         return;
     }
-    if (!fits(g.x_size()) || !fits(g.y_size()) || !fits(g.w_size())) return;
+    // (The bias has out_channels elements even when the weight is empty.)
+    if (!fits(g.x_size()) || !fits(g.y_size()) || !fits(g.w_size()) || !fits(g.out_channels)) return;
+    if (std::getenv("CONVKIT_FUZZ_PRINT"))  // replaying a crash: say which geometry
+        std::fprintf(stderr,
+                     "conv op %d: batch %lld in_channels %lld in %lldx%lld out_channels %lld kernel %lldx%lld "
+                     "out %lldx%lld stride %lldx%lld pad_top %lld pad_left %lld dilation %lldx%lld groups %lld\n",
+                     op, (long long)g.batch, (long long)g.in_channels, (long long)g.in_h, (long long)g.in_w,
+                     (long long)g.out_channels, (long long)g.kernel_h, (long long)g.kernel_w, (long long)g.out_h,
+                     (long long)g.out_w, (long long)g.stride_h, (long long)g.stride_w, (long long)g.pad_top,
+                     (long long)g.pad_left, (long long)g.dilation_h, (long long)g.dilation_w, (long long)g.groups);
     const int64_t Cg = g.in_channels / g.groups;
     if (work({g.y_size(), std::max<int64_t>(1, Cg * g.kernel_h * g.kernel_w)}) > kMaxWork) return;
     if (work({g.x_size(), std::max<int64_t>(1, g.out_channels / g.groups * g.kernel_h * g.kernel_w)}) > kMaxWork)
@@ -242,7 +288,8 @@ void fuzz_conv(Reader& r, int op) {
             auto b = finite_input<T>(r, g.out_channels);
             const bool with_bias = r.byte() & 1;
             auto y = poisoned<T>(g.y_size());
-            conv2d_forward<T>(g, x.data(), w.data(), with_bias ? b.data() : nullptr, y.data());
+            if (!kernel_call([&] { conv2d_forward<T>(g, x.data(), w.data(), with_bias ? b.data() : nullptr, y.data()); }))
+                return;
             check_written(y, "conv2d_forward");
             if (work({g.y_size(), std::max<int64_t>(1, Cg * g.kernel_h * g.kernel_w)}) <= (1 << 16)) {
                 std::vector<double> ref;
@@ -259,7 +306,7 @@ void fuzz_conv(Reader& r, int op) {
         case 1: {
             auto gy = finite_input<T>(r, g.y_size());
             auto gx = poisoned<T>(g.x_size());
-            conv2d_backward_data<T>(g, gy.data(), w.data(), gx.data());
+            if (!kernel_call([&] { conv2d_backward_data<T>(g, gy.data(), w.data(), gx.data()); })) return;
             check_written(gx, "conv2d_backward_data");
             break;
         }
@@ -267,14 +314,14 @@ void fuzz_conv(Reader& r, int op) {
             auto gy = finite_input<T>(r, g.y_size());
             auto x = finite_input<T>(r, g.x_size());
             auto gw = poisoned<T>(g.w_size());
-            conv2d_backward_weight<T>(g, gy.data(), x.data(), gw.data());
+            if (!kernel_call([&] { conv2d_backward_weight<T>(g, gy.data(), x.data(), gw.data()); })) return;
             check_written(gw, "conv2d_backward_weight");
             break;
         }
         default: {
             auto gy = finite_input<T>(r, g.y_size());
             auto gb = poisoned<T>(g.out_channels);
-            conv2d_backward_bias<T>(g, gy.data(), gb.data());
+            if (!kernel_call([&] { conv2d_backward_bias<T>(g, gy.data(), gb.data()); })) return;
             check_written(gb, "conv2d_backward_bias");
             break;
         }
@@ -319,6 +366,14 @@ void fuzz_pool(Reader& r, int op) {
     }
     if (!fits(g.x_size()) || !fits(g.y_size())) return;
     if (work({g.y_size(), std::min(g.kernel_h, g.in_h), std::min(g.kernel_w, g.in_w)}) > kMaxWork) return;
+    if (std::getenv("CONVKIT_FUZZ_PRINT"))
+        std::fprintf(stderr,
+                     "pool op %d: planes %lld in %lldx%lld out %lldx%lld kernel %lldx%lld stride %lldx%lld "
+                     "pad %lldx%lld dilation %lldx%lld\n",
+                     op, (long long)g.planes, (long long)g.in_h, (long long)g.in_w, (long long)g.out_h,
+                     (long long)g.out_w, (long long)g.kernel_h, (long long)g.kernel_w, (long long)g.stride_h,
+                     (long long)g.stride_w, (long long)g.pad_h, (long long)g.pad_w, (long long)g.dilation_h,
+                     (long long)g.dilation_w);
     const int64_t plane = plane_size(g.in_h, g.in_w);
 
     bool all_windows_nonempty = true;
@@ -327,8 +382,23 @@ void fuzz_pool(Reader& r, int op) {
     for (int64_t o = 0; o < g.out_w && all_windows_nonempty; ++o)
         all_windows_nonempty = taps_inside(o, g.in_w, g.kernel_w, g.stride_w, g.dilation_w, g.pad_w) > 0;
 
+    // First tap at or after 0 of window o on one axis, and whether the window
+    // holds no input on that axis.
+    auto first_tap = [](int64_t o, int64_t n, int64_t k, int64_t s, int64_t d, int64_t pad, bool& empty) {
+        const int64_t start = o * s - pad;
+        const int64_t lo = start < 0 ? start + (-start + d - 1) / d * d : start;
+        empty = lo >= std::min(start + (k - 1) * d + 1, n);
+        return lo;
+    };
     auto valid_index = [&](int64_t flat_out, int64_t idx) {
         const int64_t o = flat_out % (g.out_h * g.out_w), oh = o / g.out_w, ow = o % g.out_w;
+        // A window of padding only has the forward's index (its first tap
+        // row * in_w + first tap column, maybe past the plane); the backward
+        // takes it and adds nothing.
+        bool empty_h, empty_w;
+        const int64_t lo_h = first_tap(oh, g.in_h, g.kernel_h, g.stride_h, g.dilation_h, g.pad_h, empty_h);
+        const int64_t lo_w = first_tap(ow, g.in_w, g.kernel_w, g.stride_w, g.dilation_w, g.pad_w, empty_w);
+        if (empty_h || empty_w) return idx == lo_h * g.in_w + lo_w;
         if (idx < 0 || idx >= plane) return false;
         return on_tap(idx / g.in_w, oh, g.in_h, g.kernel_h, g.stride_h, g.dilation_h, g.pad_h) &&
                on_tap(idx % g.in_w, ow, g.in_w, g.kernel_w, g.stride_w, g.dilation_w, g.pad_w);
@@ -340,7 +410,8 @@ void fuzz_pool(Reader& r, int op) {
             auto y = poisoned<T>(g.y_size());
             std::vector<int64_t> idx(static_cast<size_t>(g.y_size()), std::numeric_limits<int64_t>::min());
             const bool with_idx = r.byte() & 1;
-            max_pool2d_forward<T>(g, x.data(), y.data(), with_idx ? idx.data() : nullptr);
+            if (!kernel_call([&] { max_pool2d_forward<T>(g, x.data(), y.data(), with_idx ? idx.data() : nullptr); }))
+                return;
             check_written(y, "max_pool2d_forward");
             if (with_idx && all_windows_nonempty) {
                 for (int64_t i = 0; i < g.y_size(); ++i)
@@ -348,7 +419,8 @@ void fuzz_pool(Reader& r, int op) {
                                (long long)idx[i], (long long)i);
                 auto gy = finite_input<T>(r, g.y_size());
                 auto gx = poisoned<T>(g.x_size());
-                const int64_t bad = max_pool2d_backward<T>(g, gy.data(), idx.data(), gx.data());
+                int64_t bad = -1;
+                if (!kernel_call([&] { bad = max_pool2d_backward<T>(g, gy.data(), idx.data(), gx.data()); })) return;
                 FUZZ_CHECK(bad == -1, "backward rejected forward index at %lld", (long long)bad);
                 check_written(gx, "max_pool2d_backward");
             }
@@ -358,7 +430,8 @@ void fuzz_pool(Reader& r, int op) {
             auto gy = finite_input<T>(r, g.y_size());
             auto idx = fuzz_indices(r, g.y_size(), plane);
             auto gx = poisoned<T>(g.x_size());
-            const int64_t bad = max_pool2d_backward<T>(g, gy.data(), idx.data(), gx.data());
+            int64_t bad = -1;
+            if (!kernel_call([&] { bad = max_pool2d_backward<T>(g, gy.data(), idx.data(), gx.data()); })) return;
             int64_t first_bad = -1;
             for (int64_t i = 0; i < g.y_size() && first_bad < 0; ++i)
                 if (!valid_index(i, idx[i])) first_bad = i;
@@ -380,12 +453,13 @@ void fuzz_pool(Reader& r, int op) {
             if (op == 2) {
                 auto x = finite_input<T>(r, g.x_size());
                 auto y = poisoned<T>(g.y_size());
-                avg_pool2d_forward<T>(g, include_pad, divisor, x.data(), y.data());
+                if (!kernel_call([&] { avg_pool2d_forward<T>(g, include_pad, divisor, x.data(), y.data()); })) return;
                 check_written(y, "avg_pool2d_forward");
             } else {
                 auto gy = finite_input<T>(r, g.y_size());
                 auto gx = poisoned<T>(g.x_size());
-                avg_pool2d_backward<T>(g, include_pad, divisor, gy.data(), gx.data());
+                if (!kernel_call([&] { avg_pool2d_backward<T>(g, include_pad, divisor, gy.data(), gx.data()); }))
+                    return;
                 check_written(gx, "avg_pool2d_backward");
             }
             break;
@@ -396,12 +470,12 @@ void fuzz_pool(Reader& r, int op) {
             auto x = finite_input<T>(r, g.x_size());
             if (op == 4) {
                 auto y = poisoned<T>(g.y_size());
-                lp_pool2d_forward<T>(g, p, x.data(), y.data());
+                if (!kernel_call([&] { lp_pool2d_forward<T>(g, p, x.data(), y.data()); })) return;
                 check_written(y, "lp_pool2d_forward");
             } else {
                 auto gy = finite_input<T>(r, g.y_size());
                 auto gx = poisoned<T>(g.x_size());
-                lp_pool2d_backward<T>(g, p, gy.data(), x.data(), gx.data());
+                if (!kernel_call([&] { lp_pool2d_backward<T>(g, p, gy.data(), x.data(), gx.data()); })) return;
                 check_written(gx, "lp_pool2d_backward");
             }
             break;
@@ -438,14 +512,14 @@ void fuzz_adaptive(Reader& r, int op) {
         case 0: {
             auto x = finite_input<T>(r, g.x_size());
             auto y = poisoned<T>(g.y_size());
-            adaptive_avg_pool2d_forward<T>(g, x.data(), y.data());
+            if (!kernel_call([&] { adaptive_avg_pool2d_forward<T>(g, x.data(), y.data()); })) return;
             check_written(y, "adaptive_avg_pool2d_forward");
             break;
         }
         case 1: {
             auto gy = finite_input<T>(r, g.y_size());
             auto gx = poisoned<T>(g.x_size());
-            adaptive_avg_pool2d_backward<T>(g, gy.data(), gx.data());
+            if (!kernel_call([&] { adaptive_avg_pool2d_backward<T>(g, gy.data(), gx.data()); })) return;
             check_written(gx, "adaptive_avg_pool2d_backward");
             break;
         }
@@ -453,15 +527,17 @@ void fuzz_adaptive(Reader& r, int op) {
             auto x = finite_input<T>(r, g.x_size());
             auto y = poisoned<T>(g.y_size());
             std::vector<int64_t> idx(static_cast<size_t>(g.y_size()), -7);
-            adaptive_max_pool2d_forward<T>(g, x.data(), y.data(), idx.data());
+            if (!kernel_call([&] { adaptive_max_pool2d_forward<T>(g, x.data(), y.data(), idx.data()); })) return;
             check_written(y, "adaptive_max_pool2d_forward");
             for (int64_t i = 0; i < g.y_size(); ++i)
                 FUZZ_CHECK(valid_index(i, idx[i]), "adaptive max index %lld at %lld not in its window",
                            (long long)idx[i], (long long)i);
             auto gy = finite_input<T>(r, g.y_size());
             auto gx = poisoned<T>(g.x_size());
-            FUZZ_CHECK(adaptive_max_pool2d_backward<T>(g, gy.data(), idx.data(), gx.data()) == -1,
-                       "adaptive backward rejected forward indices");
+            int64_t bad = -1;
+            if (!kernel_call([&] { bad = adaptive_max_pool2d_backward<T>(g, gy.data(), idx.data(), gx.data()); }))
+                return;
+            FUZZ_CHECK(bad == -1, "adaptive backward rejected forward indices");
             check_written(gx, "adaptive_max_pool2d_backward");
             break;
         }
@@ -469,7 +545,9 @@ void fuzz_adaptive(Reader& r, int op) {
             auto gy = finite_input<T>(r, g.y_size());
             auto idx = fuzz_indices(r, g.y_size(), plane);
             auto gx = poisoned<T>(g.x_size());
-            const int64_t bad = adaptive_max_pool2d_backward<T>(g, gy.data(), idx.data(), gx.data());
+            int64_t bad = -1;
+            if (!kernel_call([&] { bad = adaptive_max_pool2d_backward<T>(g, gy.data(), idx.data(), gx.data()); }))
+                return;
             int64_t first_bad = -1;
             for (int64_t i = 0; i < g.y_size() && first_bad < 0; ++i)
                 if (!valid_index(i, idx[i])) first_bad = i;
@@ -486,6 +564,11 @@ void fuzz_adaptive(Reader& r, int op) {
 }
 
 }  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+    std::atexit([] { std::fprintf(stderr, "convkit fuzz: %lld kernel calls raised std::bad_alloc\n", g_bad_alloc); });
+    return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Reader r{data, size};
