@@ -193,7 +193,9 @@ inline AvgAxis avg_axis(int64_t o, int64_t s, int64_t p, int64_t k, int64_t in) 
     int64_t i0 = o * s - p;
     int64_t i1 = std::min(i0 + k, in + p);
     AvgAxis r;
-    r.pool = i1 - i0;
+    // A window past the padded input (a geometry the Python layer never makes,
+    // but the C++ entry points accept) counts 0, not a huge negative extent.
+    r.pool = std::max<int64_t>(i1 - i0, 0);
     r.lo = std::max(i0, int64_t(0));
     r.hi = std::min(i1, in);
     return r;
@@ -202,7 +204,8 @@ inline AvgAxis avg_axis(int64_t o, int64_t s, int64_t p, int64_t k, int64_t in) 
 inline int64_t avg_divisor(const AvgAxis& h, const AvgAxis& w, bool cip, int64_t dov) {
     if (dov != 0) return dov;
     if (cip) return h.pool * w.pool;
-    return (h.hi - h.lo) * (w.hi - w.lo);
+    // Both factors are at most the kernel extents, whose product fits.
+    return std::max<int64_t>(h.hi - h.lo, 0) * std::max<int64_t>(w.hi - w.lo, 0);
 }
 
 template <typename T>
