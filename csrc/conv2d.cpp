@@ -213,6 +213,7 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
     float* bd = wd + G * kblocks * wblock;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t blk = 0; blk < G * kblocks; ++blk) {
+        const FlushDenormals flush_denormals;
         const int64_t gi = blk / kblocks, k0 = (blk % kblocks) * KB;
         float* d = wd + blk * wblock;
         for (int64_t t = 0; t < CRS; ++t)
@@ -233,6 +234,7 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
     Scratch<float> scratch(nt, Cg * plane + max_pw * KB);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
+        const FlushDenormals flush_denormals;
         const int64_t band = task % bands, gi = (task / bands) % G, n = task / (bands * G);
         const int64_t oh0 = band * b, oh1 = std::min(OH, oh0 + b);
         const int64_t pr0 = oh0 * sh, pr1 = pr0 + band_rows(oh1 - oh0);
@@ -299,6 +301,7 @@ void direct_conv_backward_weight(const ConvGeometry& g, const float* grad_y, con
     Scratch<float> scratch(nt, Cg * plane + band_px * KB + RS * Cg * KB);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
+        const FlushDenormals flush_denormals;
         const int64_t kb = task % kblocks, gi = (task / kblocks) % G, chunk = task / (kblocks * G);
         const int64_t k0 = kb * KB, kcount = std::min(KB, Kg - k0);
         const int64_t n_begin = chunk * N / nb_chunks, n_end = (chunk + 1) * N / nb_chunks;
@@ -365,6 +368,7 @@ PackedWeights<T> pack_weights(const GemmKernel<T>& kr, const T* w, int64_t G, in
     const int64_t jobs = G * kblocks * panels;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t t = 0; t < jobs; ++t) {
+        const FlushDenormals flush_denormals;
         const int64_t panel = t % panels, kblk = (t / panels) % kblocks, gi = t / (panels * kblocks);
         const int64_t p0 = kblk * kr.kc, kb = std::min(kr.kc, CRS - p0), i0 = panel * mr;
         pack_a_strided(w + gi * Kg * CRS, CRS, int64_t(1), mr, i0, std::min(mr, Kg - i0), p0, kb,
@@ -398,6 +402,7 @@ constexpr int64_t kRunSlack = 16;
 // rows come from im2col_row, and 1x1/s1/p0 rows are read in place.
 template <typename T>
 void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+    const FlushDenormals flush_denormals;  // serial parts too (see conv_common.h)
     if (g.y_size() <= 0) return;
     if (dw::use_direct(g)) return dw::forward(g, x, w, bias, y);
     if constexpr (std::is_same_v<T, float>) {
@@ -473,6 +478,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
 
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
+        const FlushDenormals flush_denormals;
         const int64_t mc = t % mchunks, tile = (t / mchunks) % tiles, gi = t / (mchunks * tiles);
         int64_t jt0, jt1;
         tile_range(tile, jt0, jt1);
@@ -562,6 +568,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
 
 template <typename T>
 void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T* grad_x) {
+    const FlushDenormals flush_denormals;  // serial parts too (see conv_common.h)
     if (g.x_size() <= 0) return;
     const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
     const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
@@ -587,6 +594,7 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
         Scratch<T> scratch(nt, gemm_scratch_size(kr));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
         for (int64_t t = 0; t < tasks; ++t) {
+            const FlushDenormals flush_denormals;
             int64_t rem = t;
             const int64_t mc = rem % mchunks; rem /= mchunks;
             const int64_t tile = rem % tiles; rem /= tiles;
@@ -657,6 +665,7 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
     Scratch<T> scratch(nt, gemm_scratch_size(kr) + rb * col_ld);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
+        const FlushDenormals flush_denormals;
         int64_t rem = t;
         const int64_t ch = rem % cchunks; rem /= cchunks;
         const int64_t gi = rem % G;
@@ -722,6 +731,7 @@ void gemm_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T*
     Scratch<T> scratch(nt, gemm_scratch_size(kr) + int64_t(kr.nr) * kr.kc);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
+        const FlushDenormals flush_denormals;
         int64_t rem = t;
         const int64_t mc = rem % mchunks; rem /= mchunks;
         const int64_t nc = rem % nchunks; rem /= nchunks;
@@ -794,6 +804,7 @@ void gemm_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T*
 
 template <typename T>
 void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T* grad_w) {
+    const FlushDenormals flush_denormals;  // serial parts too (see conv_common.h)
     const int64_t wsize = g.w_size();
     if (wsize <= 0) return;
     const int64_t P = g.out_h * g.out_w;
@@ -824,6 +835,7 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
         const int64_t blocks = ceil_div(wsize, blk);
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t bi = 0; bi < blocks; ++bi) {
+            const FlushDenormals flush_denormals;
             const int64_t e0 = bi * blk, e1 = std::min(wsize, e0 + blk);
             for (int64_t e = e0; e < e1; ++e) grad_w[e] = pp[e];
             for (int64_t b = 1; b < nb_chunks; ++b) {
@@ -838,12 +850,14 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
 
 template <typename T>
 void conv2d_backward_bias(const ConvGeometry& g, const T* grad_y, T* grad_bias) {
+    const FlushDenormals flush_denormals;  // serial parts too (see conv_common.h)
     const int64_t N = g.batch, K = g.out_channels, P = g.out_h * g.out_w;
     if (K <= 0) return;
     const int nt = threads_for_work(double(N) * K * P, 1 << 16);
     constexpr int L = 8;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t k = 0; k < K; ++k) {
+        const FlushDenormals flush_denormals;
         double lane[L] = {};
         for (int64_t n = 0; n < N; ++n) {
             const T* s = grad_y + (n * K + k) * P;

@@ -72,6 +72,7 @@ void direct_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     std::vector<T> wts_all(static_cast<size_t>(nt * tap_stride));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < planes; ++t) {
+        const FlushDenormals flush_denormals;
         const int64_t n = t / K, k = t % K, gi = k / Kg;
         const int tid = thread_id();
         const T** src = src_all.data() + tid * tap_stride;
@@ -119,6 +120,7 @@ void direct_backward_data(const ConvGeometry& g, const T* gy, const T* w, T* gx)
     const int64_t* hi_s = cr.hi.data();
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < planes; ++t) {
+        const FlushDenormals flush_denormals;
         const int64_t n = t / C, c = t % C, gi = c / Cg, cl = c % Cg;
         T* xp = gx + t * H * W;
         for (int64_t i = 0; i < H * W; ++i) xp[i] = T(0);
@@ -173,6 +175,7 @@ void direct_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* g
     Scratch<T> scratch(nt, kblk * RS * L + RS * pc);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
+        const FlushDenormals flush_denormals;
         const int64_t kb = t % kblocks, c = (t / kblocks) % C, b = t / (kblocks * C);
         const int64_t gi = c / Cg, cl = c % Cg;
         const int64_t n_begin = b * N / nb_chunks, n_end = (b + 1) * N / nb_chunks;
@@ -307,6 +310,7 @@ void dw3_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T
     Scratch<T> scratch(nt, bd.in_rows * bd.ldx);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 4)
     for (int64_t t = 0; t < planes; ++t) {
+        const FlushDenormals flush_denormals;
         const int64_t k = t % K;
         T* band = scratch.get(thread_id());
         const T* xp = x + t * H * W;  // Cg == Kg == 1: input plane t
@@ -333,6 +337,7 @@ void dw3_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* grad
     Scratch<T> scratch(nt, bd.in_rows * bd.ldx + 9 * L);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
+        const FlushDenormals flush_denormals;
         const int64_t k = t % K, b = t / K;
         const int64_t n_begin = b * N / nb_chunks, n_end = (b + 1) * N / nb_chunks;
         T* band = scratch.get(thread_id());
@@ -399,6 +404,7 @@ void dw3s2_backward_data(const ConvGeometry& g, const T* gy, const T* w, T* gx) 
     Scratch<T> scratch(nt, OH * ldg + 2 * (M + 1));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 4)
     for (int64_t t = 0; t < planes; ++t) {
+        const FlushDenormals flush_denormals;
         const int64_t c = t % C;
         T* buf = scratch.get(thread_id());
         T* tmp = buf + OH * ldg;

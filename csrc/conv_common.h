@@ -12,6 +12,10 @@
 
 #include "geometry.h"
 
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -26,6 +30,22 @@ inline int thread_id() {
     return 0;
 #endif
 }
+
+// Flush-to-zero and denormals-are-zero for the scope (x86 MXCSR, this thread
+// only, so every parallel task sets it itself). Without them a subnormal
+// product costs a microcode assist on Intel cores: a convolution of subnormal
+// inputs ran 60-140x slower. Subnormal inputs then count as zero and subnormal
+// results become zero (values below 1.2e-38 in float32, 2.2e-308 in float64);
+// everything else, NaN and inf included, is unchanged.
+struct FlushDenormals {
+#if defined(__SSE__) || defined(__x86_64__)
+    unsigned saved;
+    FlushDenormals() : saved(_mm_getcsr()) { _mm_setcsr(saved | 0x8040u); }  // FTZ (bit 15) | DAZ (bit 6)
+    ~FlushDenormals() { _mm_setcsr(saved); }
+#endif
+    FlushDenormals(const FlushDenormals&) = delete;
+    FlushDenormals& operator=(const FlushDenormals&) = delete;
+};
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
