@@ -342,7 +342,7 @@ std::vector<MaxAxis> max_axes(int64_t out, int64_t in, int64_t k, int64_t s, int
         int64_t i0 = o * s - p;
         const int64_t i1 = std::min(i0 + (k - 1) * d + 1, in);
         v[o].start = i0;
-        while (i0 < 0) i0 += d;
+        if (i0 < 0) i0 += (-i0 + d - 1) / d * d;  // first tap at or after 0 (pad may be 2^39)
         v[o].lo = i0;
         v[o].hi = i1;
     }

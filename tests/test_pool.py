@@ -736,3 +736,22 @@ def test_max_pool2d_signed_zeros_first_wins(rng, isa, kw, dtype):
     eya, eia = brute_adaptive_max(x, (4, 11))
     assert_bitwise_equal(ia, eia)
     assert_bitwise_equal(ya, eya)
+
+
+def test_max_pool2d_huge_window_and_padding_is_fast():
+    """A legal window of 2^40 rows with padding 2^39 (found by the native fuzz
+    target: the first in-input tap was found by stepping over 2^39 padding
+    rows). Every window covers all 7 rows, so the result is the column
+    windows' maximum over the rows; forward and backward finish at once."""
+    x = np.random.default_rng(3).standard_normal((1, 2, 7, 11))
+    k, p, s = (2**40, 4), (2**39, 2), (4, 2)
+    y, idx = convkit.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
+    cols = convkit.reference.max_pool2d(x, (1, 4), stride=(1, 2), padding=(0, 2)).max(axis=2, keepdims=True)
+    assert y.shape == (1, 2, 2, 6)
+    np.testing.assert_array_equal(y[:, :, :1], cols)
+    np.testing.assert_array_equal(y[:, :, 1:], cols)
+    gx = convkit.max_pool2d_backward(np.ones_like(y), x, idx, k, stride=s, padding=p)
+    assert gx.sum() == y.size
+    y_t, _ = convkit.max_pool2d(x.transpose(0, 1, 3, 2).copy(), k[::-1], stride=s[::-1], padding=p[::-1],
+                                return_indices=True)
+    np.testing.assert_array_equal(y_t, y.transpose(0, 1, 3, 2))

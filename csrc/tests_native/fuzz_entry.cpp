@@ -193,16 +193,15 @@ int64_t work(std::initializer_list<int64_t> f) {
     return p;
 }
 
-// Number of window taps of output o that fall inside [0, n).
+// Number of window taps of output o that fall inside [0, n), capped at 2
+// (computed, not looped: kernels and paddings may be 2^40).
 int64_t taps_inside(int64_t o, int64_t n, int64_t k, int64_t s, int64_t d, int64_t pad) {
     const int64_t start = o * s - pad;  // validate(): fits in 2**60
-    int64_t c = 0;
-    for (int64_t t = 0; t < k && c < 2; ++t) {
-        const int64_t i = start + t * d;
-        if (i >= n) break;
-        if (i >= 0) ++c;
-    }
-    return c;
+    const int64_t t0 = start < 0 ? (-start + d - 1) / d : 0;  // first tap at or after 0
+    if (t0 >= k) return 0;
+    const int64_t i = start + t0 * d;
+    if (i >= n) return 0;
+    return std::min<int64_t>({2, k - t0, (n - 1 - i) / d + 1});
 }
 
 // Is coordinate i one of the taps start + t*d (0 <= t < k) inside [0, n)?
