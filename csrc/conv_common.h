@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <limits>
 #include <memory>
 #include <new>
 #include <vector>
@@ -50,21 +49,10 @@ struct FlushDenormals {
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-// Saturating size arithmetic for scratch estimates: legal geometries (padding
-// or dilation near 2^40 over a small input) overflow the plain products; a
-// saturated estimate just fails the "small enough" test that uses it.
-inline int64_t sat_mul(int64_t a, int64_t b) {
-    int64_t p;
-    return __builtin_mul_overflow(a, b, &p) ? std::numeric_limits<int64_t>::max() : p;
-}
-inline int64_t sat_add(int64_t a, int64_t b) {
-    int64_t s;
-    return __builtin_add_overflow(a, b, &s) ? std::numeric_limits<int64_t>::max() : s;
-}
-
 // Width of the zero-padded input rows the padded paths read (the input row
-// with its left padding, or the span of one output row's taps if longer) and
-// the height of the rows that rows output rows read (saturating).
+// with its left padding, or the span of one output row's taps if longer), and
+// the number of input rows that `rows` consecutive output rows read
+// (saturating: see sat_mul).
 inline int64_t padded_row_width(const ConvGeometry& g) {
     const int64_t span = sat_add(sat_add(sat_mul(g.out_w - 1, g.stride_w), sat_mul(g.kernel_w - 1, g.dilation_w)), 1);
     return std::max(sat_add(g.in_w, g.pad_left), span);

@@ -3,10 +3,24 @@
 // them (validate_*) so that a direct call can never index out of bounds.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
 namespace convkit {
+
+// Saturating arithmetic for size and work estimates: legal geometries
+// (padding, dilation or windows near 2^40 over a small input) overflow the
+// plain products; a saturated estimate just fails the "small enough" test
+// (or picks the threaded path) that uses it.
+inline int64_t sat_mul(int64_t a, int64_t b) {
+    int64_t p;
+    return __builtin_mul_overflow(a, b, &p) ? std::numeric_limits<int64_t>::max() : p;
+}
+inline int64_t sat_add(int64_t a, int64_t b) {
+    int64_t s;
+    return __builtin_add_overflow(a, b, &s) ? std::numeric_limits<int64_t>::max() : s;
+}
 
 // Geometry of a forward convolution y = conv(x, w).
 //   x: (batch, in_channels, in_h, in_w)

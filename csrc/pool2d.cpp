@@ -76,15 +76,9 @@ int threads_for(int64_t work) {
 // pass, saturating: legal geometries (window 2^30 x 2^30 over a 64x64 input)
 // overflow the plain product. Taps are clamped to the input, as the loops are.
 int64_t window_work(const PoolGeometry& g, int64_t scale = 1) {
-    auto mul = [](int64_t a, int64_t b) {
-        int64_t p;
-        return __builtin_mul_overflow(a, b, &p) ? std::numeric_limits<int64_t>::max() : p;
-    };
-    const int64_t taps = mul(std::min(g.kernel_h, g.in_h), std::min(g.kernel_w, g.in_w));
-    int64_t per_plane;
-    if (__builtin_add_overflow(mul(g.out_h * g.out_w, taps), g.in_h * g.in_w, &per_plane))
-        per_plane = std::numeric_limits<int64_t>::max();
-    return mul(mul(g.planes, per_plane), scale);
+    const int64_t taps = sat_mul(std::min(g.kernel_h, g.in_h), std::min(g.kernel_w, g.in_w));
+    const int64_t per_plane = sat_add(sat_mul(g.out_h * g.out_w, taps), g.in_h * g.in_w);
+    return sat_mul(sat_mul(g.planes, per_plane), scale);
 }
 
 // Calls f(plane, row_begin, row_end) over all planes x rows, split into
@@ -342,7 +336,7 @@ std::vector<MaxAxis> max_axes(int64_t out, int64_t in, int64_t k, int64_t s, int
         int64_t i0 = o * s - p;
         const int64_t i1 = std::min(i0 + (k - 1) * d + 1, in);
         v[o].start = i0;
-        if (i0 < 0) i0 += (-i0 + d - 1) / d * d;  // first tap at or after 0 (pad may be 2^39)
+        i0 = poolk::first_tap_inside(i0, d);
         v[o].lo = i0;
         v[o].hi = i1;
     }

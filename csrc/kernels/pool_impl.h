@@ -41,6 +41,12 @@ struct NoFast {
 
 inline int64_t ceil_div_nonneg(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// First tap start + t*d (t >= 0) at or after 0, computed: the padding before
+// it may be 2^39 taps long.
+inline int64_t first_tap_inside(int64_t start, int64_t d) {
+    return start < 0 ? start + ceil_div_nonneg(-start, d) * d : start;
+}
+
 // Range [owa, owb) of outputs whose windows lie entirely inside [0, in) along
 // one axis (start o*s - p, taps spaced by d, k taps).
 inline void interior_range(int64_t out, int64_t in, int64_t k, int64_t s, int64_t p, int64_t d,
@@ -63,8 +69,8 @@ inline void max_one(const PoolGeometry& g, const T* xp, int64_t oh, int64_t ow, 
     int64_t iw0 = ow * g.stride_w - g.pad_w;
     const int64_t ih1 = std::min(ih0 + (g.kernel_h - 1) * g.dilation_h + 1, g.in_h);
     const int64_t iw1 = std::min(iw0 + (g.kernel_w - 1) * g.dilation_w + 1, g.in_w);
-    if (ih0 < 0) ih0 += (-ih0 + g.dilation_h - 1) / g.dilation_h * g.dilation_h;
-    if (iw0 < 0) iw0 += (-iw0 + g.dilation_w - 1) / g.dilation_w * g.dilation_w;
+    ih0 = first_tap_inside(ih0, g.dilation_h);
+    iw0 = first_tap_inside(iw0, g.dilation_w);
     int64_t maxindex = ih0 * g.in_w + iw0;
     T maxval = -std::numeric_limits<T>::infinity();
     for (int64_t ih = ih0; ih < ih1; ih += g.dilation_h) {
@@ -145,7 +151,7 @@ inline void max_fwd_rows(const PoolGeometry& g, const T* xp, T* yp, int64_t* ip,
         int64_t* ir = ip ? ip + oh * g.out_w : nullptr;
         int64_t ih0 = oh * g.stride_h - g.pad_h;
         const int64_t ih1 = std::min(ih0 + (g.kernel_h - 1) * g.dilation_h + 1, g.in_h);
-        if (ih0 < 0) ih0 += (-ih0 + g.dilation_h - 1) / g.dilation_h * g.dilation_h;
+        ih0 = first_tap_inside(ih0, g.dilation_h);
         const int64_t nrows = ih1 > ih0 ? ceil_div_nonneg(ih1 - ih0, g.dilation_h) : 0;
         int64_t a = owa, b = owb;
         if (nrows == 0) a = b = g.out_w;  // empty rows: all through the scalar path
