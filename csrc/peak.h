@@ -4,7 +4,8 @@
 #include <cstdint>
 
 namespace convkit {
-// Runs `iterations` rounds of 16 independent FMA chains on every thread and
+// Runs `iterations` rounds of independent FMA chains (as many as the path's
+// registers hold without spilling) on every thread and
 // returns the FP32 GFLOP/s achieved (2 flops per lane per FMA).
 double measure_fma_peak_gflops(int64_t iterations);
 
