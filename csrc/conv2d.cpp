@@ -6,7 +6,8 @@
 // Paths:
 //   forward        float on AVX2/AVX-512, 3x3-like layers up to 256 output
 //                  channels per group: direct convolution (output channels in
-//                  vector lanes, taps broadcast from zero-padded input rows).
+//                  vector lanes, taps broadcast from zero-padded input rows,
+//                  input channels in L1-sized passes).
 //                  Otherwise implicit GEMM over the whole batch of a group:
 //                  weights packed once per call, column tiles of output pixels
 //                  that may span images, B rows built from zero-padded input
@@ -130,8 +131,11 @@ inline int64_t split_for(int64_t base, int64_t max_split, int64_t want) {
 // against many taps, and small planes. Per task (image, group, band of output
 // rows) the band's input rows are copied once into zero-padded rows; weights
 // are packed once per call as [group][channel block][tap][lanes*kv], zero past
-// Kg. Each output element is bias + its taps in increasing (c, r, s) order,
-// one FMA each: the GEMM path's chain, so both paths give the same bits.
+// Kg. For each output-channel block the band's tiles run in passes over
+// blocks of input channels (each pass's weights and rows stay in L1), the
+// partial sums kept per band pixel between passes. Each output element is
+// bias + its taps in increasing (c, r, s) order, one FMA each: the GEMM path's
+// chain, so both paths give the same bits, whatever the passes and tiles.
 namespace {
 
 inline int direct_conv_vectors(const ConvGeometry& g, const DirectConvKernel& dk) {
@@ -149,7 +153,10 @@ bool use_direct_conv(const ConvGeometry& g) {
     // The padded rows of one output row (per channel of a group) must be
     // small: huge paddings or dilations are legal but take the GEMM path.
     const int64_t band1 = sat_mul(sat_mul(g.in_channels / g.groups, padded_band_rows(g, 1)), padded_row_width(g));
-    return Kg <= 256 && CRS >= 32 && g.kernel_h * g.kernel_w > 1 && band1 <= (int64_t(1) << 22);
+    // The partial sums of one output row (at most 32 channels per pixel) are
+    // kept per thread: rows of more than 4096 pixels take the GEMM path.
+    return Kg <= 256 && CRS >= 32 && g.kernel_h * g.kernel_w > 1 && band1 <= (int64_t(1) << 22) &&
+           g.out_w <= 4096;
 }
 
 // The direct kernel for this layer, or nullptr for the GEMM path.
@@ -192,19 +199,35 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
     const int nt = threads_for_work(double(N) * K * P * CRS);
     const int kv = direct_conv_vectors(g, dk);
     const int64_t KB = int64_t(kv) * dk.lanes, kblocks = ceil_div(Kg, KB);
+    // Register tiles: runs of one output row (row_tiles per row, pw0 pixels
+    // each), or, where the ISA has them, per-pixel tiles of px0 consecutive
+    // pixels of the band that wrap from one output row onto the next, so that
+    // all but the band's last tile are full.
+    const bool per_pixel = kv == 2 && dk.max_px2 > 0;
     const int64_t max_pw = kv == 1 ? dk.max_pw1 : dk.max_pw2;
     const int64_t row_tiles = ceil_div(OW, max_pw), pw0 = ceil_div(OW, row_tiles);
+    const int64_t px0 = dk.max_px2;
 
-    // Bands of output rows: their padded input rows stay within a budget, and
+    // Bands of output rows: their padded input rows stay within a budget, their
+    // register tiles' partial sums (one channel block) within another, and
     // there are enough bands to go round the threads.
     const int64_t Wp = padded_row_width(g);
     auto band_rows = [&](int64_t b) { return padded_band_rows(g, b); };
-    const int64_t band_budget = int64_t(1) << 17;
+    const int64_t band_budget = int64_t(1) << 17, acc_budget = int64_t(1) << 13;
+    const int64_t row_acc = OW * KB;  // partial sums of one output row
     int64_t b = OH;
-    while (b > 1 && sat_mul(sat_mul(Cg, band_rows(b)), Wp) > band_budget) b = ceil_div(b, 2);
+    while (b > 1 && (sat_mul(sat_mul(Cg, band_rows(b)), Wp) > band_budget || sat_mul(b, row_acc) > acc_budget))
+        b = ceil_div(b, 2);
     while (b > 1 && N * G * ceil_div(OH, b) < 4 * int64_t(nt)) b = ceil_div(b, 2);
     const int64_t bands = ceil_div(OH, b), plane = band_rows(b) * Wp;
     const int64_t tasks = N * G * bands;
+    // Input channels per pass over the band's tiles: the pass's weights and
+    // padded rows stay in L1 while every tile of the band reads them, and the
+    // tiles' sums go on in their buffer between passes (the same chain, so
+    // the same bits as one pass over all channels).
+    int64_t cblock = Cg;
+    while (cblock > 4 && sat_mul(cblock, sat_add(RS * KB, sat_mul(band_rows(b), Wp))) > (int64_t(1) << 14))
+        cblock = ceil_div(cblock, 2);
 
     // Packed weights and bias (padded to KB channels per block), tap offsets.
     const int64_t wblock = CRS * KB;
@@ -228,10 +251,16 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
         offsets[static_cast<size_t>(t)] = c * plane + r * dh * Wp + s * dwl;
     }
     const int64_t* off = offsets.data();
-    auto full_tile = dk.tile(int(pw0), kv, sw == 1);
-    auto last_tile = dk.tile(int(OW - (row_tiles - 1) * pw0), kv, sw == 1);
+    const dconv::Addressing rows_mode = sw == 1 ? dconv::Addressing::unit_stride : dconv::Addressing::strided;
+    const dconv::TileFn full_tile = dk.tile(int(pw0), kv, rows_mode);
+    const dconv::TileFn last_tile = dk.tile(int(OW - (row_tiles - 1) * pw0), kv, rows_mode);
+    // Per-pixel tiles: where band pixel i reads, relative to the band's first padded row.
+    std::vector<int64_t> pixel_offsets(per_pixel ? static_cast<size_t>(b * OW) : 0);
+    for (size_t i = 0; i < pixel_offsets.size(); ++i)
+        pixel_offsets[i] = (int64_t(i) / OW) * sh * Wp + (int64_t(i) % OW) * sw;
+    const dconv::TileFn full_px_tile = per_pixel ? dk.tile(int(px0), kv, dconv::Addressing::per_pixel) : nullptr;
 
-    Scratch<float> scratch(nt, Cg * plane + max_pw * KB);
+    Scratch<float> scratch(nt, Cg * plane + b * row_acc);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
         const FlushDenormals flush_denormals;
@@ -239,23 +268,40 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
         const int64_t oh0 = band * b, oh1 = std::min(OH, oh0 + b);
         const int64_t pr0 = oh0 * sh, pr1 = pr0 + band_rows(oh1 - oh0);
         float* pad = scratch.get(thread_id());
-        float* out = pad + Cg * plane;
+        float* acc = pad + Cg * plane;  // [row of the band][row tile][pixel][KB]
         pad_input_rows(g, x + (n * C + gi * Cg) * H * W, Cg, pr0, pr1, Wp, plane, pad);
         for (int64_t kb = 0; kb < kblocks; ++kb) {
             const int64_t blk = gi * kblocks + kb, k0 = kb * KB, kcount = std::min(KB, Kg - k0);
             const float* wk = wd + blk * wblock;
             const float* init = bias ? bd + blk * KB : nullptr;
-            for (int64_t oh = oh0; oh < oh1; ++oh) {
-                float* yrow = y + ((n * K + gi * Kg + k0) * OH + oh) * OW;
-                for (int64_t rt = 0; rt < row_tiles; ++rt) {
-                    const int64_t ow0 = rt * pw0, pw = std::min(pw0, OW - ow0);
-                    (rt + 1 < row_tiles ? full_tile : last_tile)(
-                        CRS, off, pad + (oh - oh0) * sh * Wp + ow0 * sw, sw, wk, init, out, false);
-                    for (int64_t j = 0; j < kcount; ++j) {
-                        float* yd = yrow + j * P + ow0;
-                        for (int64_t p = 0; p < pw; ++p) yd[p] = out[p * KB + j];
+            const int64_t band_px = (oh1 - oh0) * OW;
+            const dconv::TileFn last_px_tile =
+                per_pixel ? dk.tile(int(band_px - (ceil_div(band_px, px0) - 1) * px0), kv, dconv::Addressing::per_pixel)
+                          : nullptr;
+            for (int64_t c0 = 0; c0 < Cg; c0 += cblock) {
+                const int64_t t0 = c0 * RS, taps = (std::min(Cg, c0 + cblock) - c0) * RS;
+                const float* wc = wk + t0 * KB;
+                if (per_pixel) {
+                    for (int64_t i0 = 0; i0 < band_px; i0 += px0) {
+                        const int64_t count = std::min(px0, band_px - i0);
+                        const float* bases[16];
+                        for (int64_t p = 0; p < count; ++p) bases[p] = pad + pixel_offsets[size_t(i0 + p)];
+                        (count == px0 ? full_px_tile : last_px_tile)(taps, off + t0, nullptr, 0, bases, wc, init,
+                                                                     acc + i0 * KB, c0 > 0);
                     }
+                    continue;
                 }
+                for (int64_t oh = oh0; oh < oh1; ++oh)
+                    for (int64_t rt = 0; rt < row_tiles; ++rt)
+                        (rt + 1 < row_tiles ? full_tile : last_tile)(
+                            taps, off + t0, pad + (oh - oh0) * sh * Wp + rt * pw0 * sw, sw, nullptr, wc, init,
+                            acc + (oh - oh0) * row_acc + rt * pw0 * KB, c0 > 0);
+            }
+            for (int64_t oh = oh0; oh < oh1; ++oh) {
+                const float* out = acc + (oh - oh0) * row_acc;
+                float* yrow = y + ((n * K + gi * Kg + k0) * OH + oh) * OW;
+                for (int64_t j = 0; j < kcount; ++j)
+                    for (int64_t p = 0; p < OW; ++p) yrow[j * P + p] = out[p * KB + j];
             }
         }
     }
@@ -294,8 +340,8 @@ void direct_conv_backward_weight(const ConvGeometry& g, const float* grad_y, con
     for (int64_t p = 0; p < band_px; ++p)
         offsets[static_cast<size_t>(p)] = (p / OW) * sh * Wp + (p % OW) * sw;
     const int64_t* off = offsets.data();
-    auto full_tile = dk.tile(int(pc0), kv, false);
-    auto last_tile = dk.tile(int(Cg - (ctiles - 1) * pc0), kv, false);
+    const dconv::TileFn full_tile = dk.tile(int(pc0), kv, dconv::Addressing::strided);
+    const dconv::TileFn last_tile = dk.tile(int(Cg - (ctiles - 1) * pc0), kv, dconv::Addressing::strided);
 
     const int64_t tasks = nb_chunks * G * kblocks;
     Scratch<float> scratch(nt, Cg * plane + band_px * KB + RS * Cg * KB);
@@ -326,7 +372,7 @@ void direct_conv_backward_weight(const ConvGeometry& g, const float* grad_y, con
                     const float* base = pad + (rs / S) * dh * Wp + (rs % S) * dwl;
                     for (int64_t ct = 0; ct < ctiles; ++ct) {
                         const int64_t c0 = ct * pc0;
-                        (ct + 1 < ctiles ? full_tile : last_tile)(px, off, base + c0 * plane, plane, gyt,
+                        (ct + 1 < ctiles ? full_tile : last_tile)(px, off, base + c0 * plane, plane, nullptr, gyt,
                                                                   nullptr, acc + (rs * Cg + c0) * KB, !first);
                     }
                 }

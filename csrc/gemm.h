@@ -256,14 +256,21 @@ void direct_dot_avx512_f64(double*, int64_t, const double*, const double*, int64
 template <typename T>
 DirectDotFn<T> direct_dot_kernel_for(Isa isa);
 
+namespace dconv {
+// How a direct-convolution tile finds each pixel's input (conv_direct_impl.h).
+enum class Addressing { unit_stride, strided, per_pixel };
+using TileFn = void (*)(int64_t taps, const int64_t* off, const float* in, int64_t sw,
+                        const float* const* px, const float* w, const float* init, float* out,
+                        bool accumulate);
+}  // namespace dconv
+
 // Direct-convolution tiles for float (csrc/kernels/conv_direct_<isa>.cpp, see
-// conv_direct_impl.h): tile(pw, kv, sw == 1) returns the kernel for pw output
-// pixels (1 <= pw <= max_pw[kv-1]) x kv vectors of `lanes` output channels.
+// conv_direct_impl.h): tile(pw, kv, addressing) returns the kernel for pw
+// pixels x kv vectors of `lanes` output channels; 1 <= pw <= max_pw[kv-1] for
+// row addressing, pw <= max_px2 (kv == 2; 0: none) for per-pixel addressing.
 struct DirectConvKernel {
-    int lanes, max_pw1, max_pw2;
-    void (*(*tile)(int pw, int kv, bool sw1))(int64_t taps, const int64_t* off, const float* in,
-                                                int64_t sw, const float* w, const float* init,
-                                                float* out, bool accumulate);
+    int lanes, max_pw1, max_pw2, max_px2;
+    dconv::TileFn (*tile)(int pw, int kv, dconv::Addressing addressing);
 };
 #ifdef CONVKIT_HAVE_AVX2
 extern const DirectConvKernel direct_conv_avx2;

@@ -12,6 +12,8 @@ namespace {
 struct V512 {
     using reg = __m512;
     static constexpr int lanes = 16, max_pw1 = 24, max_pw2 = 14;
+    // No per-pixel tiles: 14 base pointers would not stay in registers.
+    static constexpr int max_px2 = 0;
     static reg load(const float* p) { return _mm512_loadu_ps(p); }
     static reg zero() { return _mm512_setzero_ps(); }
     static reg set1(float v) { return _mm512_set1_ps(v); }
@@ -20,6 +22,6 @@ struct V512 {
 };
 }  // namespace
 
-const DirectConvKernel direct_conv_avx512 = {16, 24, 14, &dconv::tile_for<V512>};
+const DirectConvKernel direct_conv_avx512 = {16, 24, 14, 0, &dconv::tile_for<V512>};
 
 }  // namespace convkit

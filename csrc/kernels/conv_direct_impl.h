@@ -2,25 +2,34 @@
 // includes this header with its own -m flags; internal linkage keeps the
 // copies apart).
 //
-// One call computes PW output pixels of one output row times KV vectors of
-// output channels, all in registers, over every tap t of the reduction:
-//   out[p*KV*L + j] = start + sum_t in[off[t] + p*sw] * w[t*KV*L + j]
+// One call computes PW pixels times KV vectors of output channels, all in
+// registers, over every tap t of the reduction:
+//   out[p*KV*L + j] = start + sum_t x_p[off[t]] * w[t*KV*L + j]
 // summed in increasing t with one FMA per term (the GEMM path's chain), for
 // p < PW and j < KV*L (L = vector lanes), where start is out's own value when
 // accumulating (the chain goes on where an earlier call stopped), else init[j]
-// or 0. `in` points at the tile's first
-// pixel inside zero-padded input rows, so no read needs a bounds check; w holds
+// or 0. x_p is where pixel p reads, by the addressing mode:
+//   unit_stride  in + p           (a run of one output row, stride 1)
+//   strided      in + p*sw        (a run of one row with stride sw, or the
+//                                  backward-weight tile's channels, sw = plane)
+//   per_pixel    px[p]            (any PW pixels, e.g. a run that wraps onto
+//                                  the next output rows, so that every tile
+//                                  is full on narrow planes)
+// The inputs are zero-padded rows, so no read needs a bounds check; w holds
 // KV*L channels per tap (zero for channels past the layer's, never stored).
 #pragma once
 #include <cstdint>
+#include <utility>
+
+#include "gemm.h"  // dconv::Addressing, dconv::TileFn
 
 namespace convkit {
 namespace dconv {
 namespace {
 
-template <class V, int PW, int KV, bool SW1>
-void tile(int64_t taps, const int64_t* off, const float* in, int64_t sw, const float* w,
-          const float* init, float* out, bool accumulate) {
+template <class V, int PW, int KV, Addressing A>
+void tile(int64_t taps, const int64_t* off, const float* in, int64_t sw, const float* const* px,
+          const float* w, const float* init, float* out, bool accumulate) {
     constexpr int L = V::lanes;
     typename V::reg acc[PW][KV];
 #pragma GCC unroll 32
@@ -30,14 +39,24 @@ void tile(int64_t taps, const int64_t* off, const float* in, int64_t sw, const f
             acc[p][v] = accumulate ? V::load(out + p * KV * L + v * L)
                         : init     ? V::load(init + v * L)
                                    : V::zero();
+    // Per-pixel bases live in registers for the whole loop (PW <= the ISA's
+    // max_px2, chosen so that they do not spill).
+    const float* base[A == Addressing::per_pixel ? PW : 1];
+#pragma GCC unroll 32
+    for (int p = 0; p < (A == Addressing::per_pixel ? PW : 1); ++p)
+        base[p] = A == Addressing::per_pixel ? px[p] : in;
     for (int64_t t = 0; t < taps; ++t) {
-        const float* x = in + off[t];
+        const int64_t o = off[t];
         typename V::reg wv[KV];
 #pragma GCC unroll 4
         for (int v = 0; v < KV; ++v) wv[v] = V::load(w + (t * KV + v) * L);
 #pragma GCC unroll 32
         for (int p = 0; p < PW; ++p) {
-            const typename V::reg xb = V::set1(x[SW1 ? p : p * sw]);
+            float xv;
+            if constexpr (A == Addressing::per_pixel) xv = base[p][o];
+            else if constexpr (A == Addressing::unit_stride) xv = base[0][o + p];
+            else xv = (base[0] + o)[p * sw];
+            const typename V::reg xb = V::set1(xv);
 #pragma GCC unroll 4
             for (int v = 0; v < KV; ++v) acc[p][v] = V::fmadd(xb, wv[v], acc[p][v]);
         }
@@ -48,24 +67,33 @@ void tile(int64_t taps, const int64_t* off, const float* in, int64_t sw, const f
         for (int v = 0; v < KV; ++v) V::store(out + p * KV * L + v * L, acc[p][v]);
 }
 
-using TileFn = void (*)(int64_t, const int64_t*, const float*, int64_t, const float*, const float*,
-                        float*, bool);
-
-// Table entry for PW pixels (1 <= PW <= MaxPW), KV vectors, stride-1 or not.
-template <class V, int KV, bool SW1, int... PWs>
+// Table entry for PW pixels (1 <= PW <= sizeof...(PWs)).
+template <class V, int KV, Addressing A, int... PWs>
 TileFn pick(int pw, std::integer_sequence<int, PWs...>) {
-    TileFn fns[] = {&tile<V, PWs + 1, KV, SW1>...};
+    TileFn fns[] = {&tile<V, PWs + 1, KV, A>...};
     return fns[pw - 1];
 }
 
+template <class V, int KV>
+TileFn pick_rows(int pw, Addressing a) {
+    constexpr int max_pw = KV == 1 ? V::max_pw1 : V::max_pw2;
+    return a == Addressing::unit_stride
+               ? pick<V, KV, Addressing::unit_stride>(pw, std::make_integer_sequence<int, max_pw>())
+               : pick<V, KV, Addressing::strided>(pw, std::make_integer_sequence<int, max_pw>());
+}
+
+// The tile for pw pixels, kv vectors and an addressing mode; per_pixel exists
+// for kv == 2 and pw <= V::max_px2 only (nullptr otherwise).
 template <class V>
-TileFn tile_for(int pw, int kv, bool sw1) {
-    if (kv == 1) {
-        return sw1 ? pick<V, 1, true>(pw, std::make_integer_sequence<int, V::max_pw1>())
-                   : pick<V, 1, false>(pw, std::make_integer_sequence<int, V::max_pw1>());
+TileFn tile_for(int pw, int kv, Addressing a) {
+    if (a == Addressing::per_pixel) {
+        if constexpr (V::max_px2 > 0) {
+            if (kv == 2 && pw <= V::max_px2)
+                return pick<V, 2, Addressing::per_pixel>(pw, std::make_integer_sequence<int, V::max_px2>());
+        }
+        return nullptr;
     }
-    return sw1 ? pick<V, 2, true>(pw, std::make_integer_sequence<int, V::max_pw2>())
-               : pick<V, 2, false>(pw, std::make_integer_sequence<int, V::max_pw2>());
+    return kv == 1 ? pick_rows<V, 1>(pw, a) : pick_rows<V, 2>(pw, a);
 }
 
 }  // namespace

@@ -1,0 +1,90 @@
+"""The float32 direct-convolution path (AVX2 / AVX-512; the generic path runs
+the same cases through the GEMM): register tiles that wrap from one output
+row onto the next (per-pixel tiles), partial last tiles, several passes over
+blocks of input channels, several bands of output rows, 1-vector (<= 8 output
+channels per group) and 2-vector tiles, strides, dilations, groups and bias.
+Each case is checked against the float64 reference, on a NaN-poisoned heap
+(an element left unwritten shows up as NaN), and bitwise across 1, 2 and 3
+threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import convkit
+import convkit.reference as ref
+from helpers import assert_bitwise_equal, assert_close
+
+# n, c, h, w, k, kernel, conv2d keywords
+DIRECT_CASES = {
+    # 7-wide rows: 6-pixel tiles wrap onto the next row; 512 input channels
+    # need several input-channel passes.
+    "narrow_rows_many_channels": (2, 160, 7, 7, 24, (3, 3), dict(padding=1)),
+    # 14-wide rows, pixels per band not a multiple of 6, bias from the init path.
+    "rows14_partial_tile": (3, 40, 14, 14, 32, (3, 3), dict(padding=1)),
+    # stride 2 wraps rows with the strided pixel offsets.
+    "stride2_wrap": (2, 48, 15, 13, 20, (3, 3), dict(stride=2, padding=1)),
+    # dilation and asymmetric padding inside the zero-padded rows.
+    "dilated_asym": (2, 36, 12, 11, 18, (3, 3), dict(dilation=2, padding=((2, 1), (1, 2)))),
+    # groups with 16 output channels each.
+    "groups": (2, 64, 9, 10, 32, (3, 3), dict(groups=2, padding=1)),
+    # <= 8 output channels per group: one-vector row tiles.
+    "one_vector": (2, 40, 10, 17, 8, (3, 3), dict(padding=1)),
+    # 1x7 and 5x5 kernels, a single-row output, a tall image (several bands).
+    "row_kernel": (2, 24, 6, 17, 40, (1, 7), dict(padding=(0, 3))),
+    "five_by_five": (1, 32, 14, 14, 64, (5, 5), dict(padding=2)),
+    "single_output_row": (2, 16, 3, 30, 16, (3, 3), dict()),
+    "tall_many_bands": (1, 32, 130, 9, 16, (3, 3), dict(padding=1)),
+}
+
+
+def _inputs(rng, case):
+    n, c, h, w, k, kernel, kw = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c // kw.get("groups", 1)) + kernel).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    return x, wt, b, kw
+
+
+def _poison_heap(nbytes):
+    blocks = [np.full(max(1, nbytes // 4), np.nan, dtype=np.float32) for _ in range(4)]
+    del blocks
+
+
+@pytest.mark.parametrize("name", list(DIRECT_CASES))
+def test_direct_forward_matches_reference(rng, isa, name):
+    x, w, b, kw = _inputs(rng, DIRECT_CASES[name])
+    expected = ref.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw)
+    _poison_heap(expected.size * 4)
+    got = convkit.conv2d(x, w, b, **kw)
+    assert np.isfinite(got).all(), f"{name}: unwritten (NaN) output elements"
+    # float32 sums of up to 1440 terms: relative to the sum of |terms|.
+    scale = ref.conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), np.abs(b).astype(np.float64), **kw)
+    assert np.all(np.abs(got - expected) <= 4e-6 * scale + 1e-6), name
+    assert_close(got, expected, 1e-4, dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", list(DIRECT_CASES))
+def test_direct_backward_weight_matches_reference(rng, isa, name):
+    x, w, b, kw = _inputs(rng, DIRECT_CASES[name])
+    gy = rng.standard_normal(convkit.conv2d(x, w, **kw).shape).astype(np.float32)
+    up = lambda a: a.astype(np.float64)  # noqa: E731
+    exp_x, exp_w, exp_b = ref.conv2d_backward(up(gy), up(x), up(w), **kw)
+    got_x, got_w, got_b = convkit.conv2d_backward(gy, x, w, **kw)
+    for got, exp in ((got_x, exp_x), (got_w, exp_w), (got_b, exp_b)):
+        assert np.isfinite(got).all()
+        assert_close(got, exp, 1e-4, dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", ["narrow_rows_many_channels", "stride2_wrap", "one_vector", "tall_many_bands"])
+def test_direct_bitwise_across_thread_counts(rng, isa, restore_threads, name):
+    x, w, b, kw = _inputs(rng, DIRECT_CASES[name])
+    gy = rng.standard_normal(convkit.conv2d(x, w, **kw).shape).astype(np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        convkit.set_num_threads(threads)
+        results.append((convkit.conv2d(x, w, b, **kw),) + tuple(convkit.conv2d_backward(gy, x, w, **kw)))
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            assert_bitwise_equal(a, c, err_msg=name)
