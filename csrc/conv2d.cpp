@@ -343,50 +343,75 @@ void direct_conv_backward_weight(const ConvGeometry& g, const float* grad_y, con
     const dconv::TileFn full_tile = dk.tile(int(pc0), kv, dconv::Addressing::strided);
     const dconv::TileFn last_tile = dk.tile(int(Cg - (ctiles - 1) * pc0), kv, dconv::Addressing::strided);
 
-    const int64_t tasks = nb_chunks * G * kblocks;
-    Scratch<float> scratch(nt, Cg * plane + band_px * KB + RS * Cg * KB);
+    // Output-channel blocks per task: a run of blocks shares each padded
+    // input band (padding it once per block cost as much as the FMAs on
+    // 256-channel stride-2 layers), as many as keep the task's partial sums
+    // within 1 MiB while there are tasks for every thread. Any grouping gives
+    // the same bits: each element's chain runs over its chunk's pixels in order.
+    const int64_t acc_per_block = RS * Cg * KB;
+    const int64_t max_run = std::max<int64_t>(1, (int64_t(1) << 18) / acc_per_block);
+    int64_t kgroups = std::max(ceil_div(kblocks, max_run), std::min(kblocks, ceil_div(nt, nb_chunks * G)));
+    for (int64_t t = kgroups; t <= std::min(kblocks, 2 * kgroups); ++t) {
+        if ((nb_chunks * G * t) % nt == 0) {
+            kgroups = t;
+            break;
+        }
+    }
+    const int64_t run = ceil_div(kblocks, kgroups);
+    kgroups = ceil_div(kblocks, run);
+
+    const int64_t tasks = nb_chunks * G * kgroups;
+    Scratch<float> scratch(nt, Cg * plane + band_px * KB + run * acc_per_block);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
         const FlushDenormals flush_denormals;
-        const int64_t kb = task % kblocks, gi = (task / kblocks) % G, chunk = task / (kblocks * G);
-        const int64_t k0 = kb * KB, kcount = std::min(KB, Kg - k0);
+        const int64_t kg = task % kgroups, gi = (task / kgroups) % G, chunk = task / (kgroups * G);
+        const int64_t kb_begin = kg * run, kb_end = std::min(kblocks, kb_begin + run);
         const int64_t n_begin = chunk * N / nb_chunks, n_end = (chunk + 1) * N / nb_chunks;
         float* pad = scratch.get(thread_id());
         float* gyt = pad + Cg * plane;
-        float* acc = gyt + band_px * KB;
+        float* acc = gyt + band_px * KB;  // [block of the run][tap][channel][KB]
         bool first = true;
         for (int64_t n = n_begin; n < n_end; ++n) {
             for (int64_t band = 0; band < bands; ++band) {
                 const int64_t oh0 = band * b, oh1 = std::min(OH, oh0 + b), px = (oh1 - oh0) * OW;
                 pad_input_rows(g, x + (n * C + gi * Cg) * H * W, Cg, oh0 * sh,
                                oh0 * sh + band_rows(oh1 - oh0), Wp, plane, pad);
-                for (int64_t j = 0; j < KB; ++j) {
-                    if (j < kcount) {
-                        const float* src = grad_y + (n * K + gi * Kg + k0 + j) * P + oh0 * OW;
-                        for (int64_t p = 0; p < px; ++p) gyt[p * KB + j] = src[p];
-                    } else {
-                        for (int64_t p = 0; p < px; ++p) gyt[p * KB + j] = 0.f;
+                for (int64_t kb = kb_begin; kb < kb_end; ++kb) {
+                    const int64_t k0 = kb * KB, kcount = std::min(KB, Kg - k0);
+                    float* acc_kb = acc + (kb - kb_begin) * acc_per_block;
+                    for (int64_t j = 0; j < KB; ++j) {
+                        if (j < kcount) {
+                            const float* src = grad_y + (n * K + gi * Kg + k0 + j) * P + oh0 * OW;
+                            for (int64_t p = 0; p < px; ++p) gyt[p * KB + j] = src[p];
+                        } else {
+                            for (int64_t p = 0; p < px; ++p) gyt[p * KB + j] = 0.f;
+                        }
                     }
-                }
-                for (int64_t rs = 0; rs < RS; ++rs) {
-                    const float* base = pad + (rs / S) * dh * Wp + (rs % S) * dwl;
-                    for (int64_t ct = 0; ct < ctiles; ++ct) {
-                        const int64_t c0 = ct * pc0;
-                        (ct + 1 < ctiles ? full_tile : last_tile)(px, off, base + c0 * plane, plane, nullptr, gyt,
-                                                                  nullptr, acc + (rs * Cg + c0) * KB, !first);
+                    for (int64_t rs = 0; rs < RS; ++rs) {
+                        const float* base = pad + (rs / S) * dh * Wp + (rs % S) * dwl;
+                        for (int64_t ct = 0; ct < ctiles; ++ct) {
+                            const int64_t c0 = ct * pc0;
+                            (ct + 1 < ctiles ? full_tile : last_tile)(px, off, base + c0 * plane, plane, nullptr,
+                                                                      gyt, nullptr, acc_kb + (rs * Cg + c0) * KB,
+                                                                      !first);
+                        }
                     }
                 }
                 first = false;
             }
         }
         float* target = nb_chunks > 1 ? partial + chunk * wsize : grad_w;
-        for (int64_t j = 0; j < kcount; ++j)
-            for (int64_t c = 0; c < Cg; ++c)
-                for (int64_t rs = 0; rs < RS; ++rs)
-                    target[((gi * Kg + k0 + j) * Cg + c) * RS + rs] = acc[(rs * Cg + c) * KB + j];
+        for (int64_t kb = kb_begin; kb < kb_end; ++kb) {
+            const int64_t k0 = kb * KB, kcount = std::min(KB, Kg - k0);
+            const float* acc_kb = acc + (kb - kb_begin) * acc_per_block;
+            for (int64_t j = 0; j < kcount; ++j)
+                for (int64_t c = 0; c < Cg; ++c)
+                    for (int64_t rs = 0; rs < RS; ++rs)
+                        target[((gi * Kg + k0 + j) * Cg + c) * RS + rs] = acc_kb[(rs * Cg + c) * KB + j];
+        }
     }
 }
-
 
 }  // namespace
 
