@@ -534,6 +534,31 @@ def test_global_avg_pool2d(rng, isa, shape, dtype):
     assert_close(gx, convkit.adaptive_avg_pool2d_backward(gy, x), rtol)
 
 
+def _documented_plane_means(x):
+    """global_avg_pool2d's documented float32 arithmetic: element i of a plane
+    into double accumulator i % 8, in order; the eight combined pairwise,
+    rounded to float32, divided by the plane size in float32."""
+    plane = x.shape[-1] * x.shape[-2]
+    flat = x.reshape(-1, plane).astype(np.float64)
+    acc = np.zeros((flat.shape[0], 8))
+    for i in range(0, plane, 8):
+        chunk = flat[:, i:i + 8]
+        acc[:, :chunk.shape[1]] += chunk
+    s = ((acc[:, 0] + acc[:, 1]) + (acc[:, 2] + acc[:, 3])) + ((acc[:, 4] + acc[:, 5]) + (acc[:, 6] + acc[:, 7]))
+    return (s.astype(np.float32) / np.float32(plane)).reshape(x.shape[:-2] + (1, 1))
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (1, 7), (3, 3), (2, 4), (3, 5), (7, 7), (8, 8), (5, 13)])
+def test_global_avg_pool2d_float32_bits(rng, isa, hw):
+    # Every tail length 0..7, odd and even plane counts, signed zeros and
+    # huge/tiny magnitudes (where the order of the sum shows), inf and NaN.
+    x = (rng.standard_normal((3, 7) + hw) * 10.0 ** rng.integers(-30, 30, (3, 7) + hw)).astype(np.float32)
+    x[0, 0] = -0.0
+    x[1, 2].flat[-1] = np.inf
+    x[2, 3].flat[0] = np.nan
+    assert_bitwise_equal(convkit.global_avg_pool2d(x), _documented_plane_means(x))
+
+
 @pytest.mark.parametrize("name", ["non_divisible", "upsample", "unbatched"])
 def test_adaptive_float32(rng, isa, name):
     case = ADAPTIVE_CASES[name]
