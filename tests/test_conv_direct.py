@@ -88,3 +88,50 @@ def test_direct_bitwise_across_thread_counts(rng, isa, restore_threads, name):
     for other in results[1:]:
         for a, c in zip(results[0], other):
             assert_bitwise_equal(a, c, err_msg=name)
+
+
+# Depthwise layers (one channel per group) of other kernel sizes than 3x3 run
+# the banded vector forward (and the stride-1 backward data through it).
+DEPTHWISE_CASES = {
+    "5x5_same": (2, 6, 28, 28, (5, 5), dict(padding=2)),
+    "5x5_stride2": (2, 5, 29, 31, (5, 5), dict(stride=2, padding=2)),
+    "7x7_wide": (1, 3, 9, 150, (7, 7), dict(padding=3)),
+    "1x7": (2, 4, 17, 17, (1, 7), dict(padding=(0, 3))),
+    "7x1_stride_h3": (2, 4, 20, 13, (7, 1), dict(stride=(3, 1), padding=(3, 0))),
+    "2x4_no_pad": (1, 7, 10, 70, (2, 4), dict()),
+    "5x3_asym_pad": (2, 3, 11, 12, (5, 3), dict(padding=((2, 0), (1, 3)))),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(DEPTHWISE_CASES))
+def test_depthwise_banded_matches_reference(rng, isa, name, dtype):
+    n, c, h, w_, kernel, kw = DEPTHWISE_CASES[name]
+    x = rng.standard_normal((n, c, h, w_)).astype(dtype)
+    w = rng.standard_normal((c, 1) + kernel).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    up = lambda a: a.astype(np.float64)  # noqa: E731
+    expected = ref.conv2d(up(x), up(w), up(b), groups=c, **kw)
+    _poison_heap(expected.size * 8)
+    got = convkit.conv2d(x, w, b, groups=c, **kw)
+    assert np.isfinite(got).all(), f"{name}: unwritten (NaN) output elements"
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    assert_close(got, expected, rtol, dtype=dtype)
+    gy = rng.standard_normal(got.shape).astype(dtype)
+    for g, e in zip(convkit.conv2d_backward(gy, x, w, groups=c, **kw),
+                    ref.conv2d_backward(up(gy), up(x), up(w), groups=c, **kw)):
+        assert np.isfinite(g).all()
+        assert_close(g, e, rtol, dtype=dtype)
+
+
+@pytest.mark.parametrize("name", ["5x5_stride2", "7x7_wide"])
+def test_depthwise_banded_bitwise_across_thread_counts(rng, isa, restore_threads, name):
+    n, c, h, w_, kernel, kw = DEPTHWISE_CASES[name]
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    w = rng.standard_normal((c, 1) + kernel).astype(np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        convkit.set_num_threads(threads)
+        results.append(convkit.conv2d(x, w, groups=c, **kw))
+    for other in results[1:]:
+        assert_bitwise_equal(results[0], other, err_msg=name)

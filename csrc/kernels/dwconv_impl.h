@@ -1,14 +1,14 @@
-// Depthwise 3x3 kernels (dilation 1, any padding, stride_w 1 or 2, any
-// stride_h) on a zero-padded input band; compiled once per ISA file
+// Depthwise kernels (dilation 1, any padding, stride_w 1 or 2, any stride_h;
+// forward any R x S with 3x3 unrolled, backward 3x3) on a zero-padded input band; compiled once per ISA file
 // (dwconv_{generic,avx2,avx512}.cpp), dispatched from conv2d_depthwise.cpp.
 //
 // Padded band: xp[i * ldx + j] (i: band row, j: padded column); the caller
 // zero-fills everything outside the real input, including the columns that
 // the last (partial) vector chunk reads beyond the output width, so every
-// read below is in bounds and branch-free. ldx >= round_up(OW, kDwChunk) * sw + 3.
+// read below is in bounds and branch-free. ldx >= round_up(OW, kDwChunk) * sw + S.
 //
 // Order of every sum is fixed by the geometry (and the ISA's FMA use):
-//   forward   y = bias + w0*x0 + w1*x1 + ... + w8*x8   (taps row-major)
+//   forward   y = bias + w0*x0 + w1*x1 + ...   (taps row-major)
 //   weight    lanes[t * kDwLanes + (ow % kDwLanes)] += gy * x, over the band's
 //             output rows then columns in increasing order.
 #pragma once
@@ -64,11 +64,54 @@ inline void dw3_fwd_rows(const T* xp, int64_t ldx, const T* w, T bias, T* y, int
     }
 }
 
+// Any R x S kernel (taps in runtime loops, row-major; the same sum order as
+// the 3x3 blocks): one block of B output columns starting at j.
+template <typename T, int B, int SW>
+inline void dwk_fwd_block(const T* __restrict x0, int64_t ldx, int64_t R, int64_t S,
+                          const T* __restrict w, T bias, T* __restrict y, int64_t j, int n) {
+    T acc[B];
+    for (int v = 0; v < B; ++v) acc[v] = bias;
+    for (int64_t r = 0; r < R; ++r) {
+        const T* __restrict xr = x0 + r * ldx + j * SW;
+        for (int64_t s = 0; s < S; ++s) {
+            const T ws = w[r * S + s];
+            for (int v = 0; v < B; ++v) acc[v] += ws * xr[v * SW + s];
+        }
+    }
+    if (n == B) {
+        for (int v = 0; v < B; ++v) y[j + v] = acc[v];
+    } else {
+        for (int v = 0; v < n; ++v) y[j + v] = acc[v];
+    }
+}
+
+template <typename T, int SW>
+inline void dwk_fwd_rows(const T* xp, int64_t ldx, int64_t R, int64_t S, const T* w, T bias, T* y,
+                         int64_t rows, int64_t OW, int64_t sh) {
+    constexpr int B = kDwChunk * 4 / int(sizeof(T));
+    constexpr int B2 = B / 2, B4 = B / 4;
+    for (int64_t i = 0; i < rows; ++i) {
+        const T* x0 = xp + i * sh * ldx;
+        T* yr = y + i * OW;
+        int64_t j = 0;
+        for (; j + B <= OW; j += B) dwk_fwd_block<T, B, SW>(x0, ldx, R, S, w, bias, yr, j, B);
+        const int64_t rem = OW - j;
+        if (rem > B2) dwk_fwd_block<T, B, SW>(x0, ldx, R, S, w, bias, yr, j, int(rem));
+        else if (rem > B4) dwk_fwd_block<T, B2, SW>(x0, ldx, R, S, w, bias, yr, j, int(rem));
+        else if (rem > 0) dwk_fwd_block<T, B4, SW>(x0, ldx, R, S, w, bias, yr, j, int(rem));
+    }
+}
+
 template <typename T>
-inline void dw3_fwd_impl(const T* xp, int64_t ldx, const T* w, T bias, T* y, int64_t rows,
-                         int64_t OW, int64_t sh, int64_t sw) {
-    if (sw == 1) dw3_fwd_rows<T, 1>(xp, ldx, w, bias, y, rows, OW, sh);
-    else dw3_fwd_rows<T, 2>(xp, ldx, w, bias, y, rows, OW, sh);
+inline void dw_fwd_impl(const T* xp, int64_t ldx, int64_t R, int64_t S, const T* w, T bias, T* y,
+                        int64_t rows, int64_t OW, int64_t sh, int64_t sw) {
+    if (R == 3 && S == 3) {
+        if (sw == 1) dw3_fwd_rows<T, 1>(xp, ldx, w, bias, y, rows, OW, sh);
+        else dw3_fwd_rows<T, 2>(xp, ldx, w, bias, y, rows, OW, sh);
+    } else {
+        if (sw == 1) dwk_fwd_rows<T, 1>(xp, ldx, R, S, w, bias, y, rows, OW, sh);
+        else dwk_fwd_rows<T, 2>(xp, ldx, R, S, w, bias, y, rows, OW, sh);
+    }
 }
 
 template <typename T, int SW>
@@ -164,10 +207,11 @@ inline void dw3s2_bwd_row_impl(T* gx, int64_t W, int64_t pl, const T* const* gp,
 }  // namespace
 
 // y[i*OW + ow] for band output rows i < rows: bias + sum over taps (r, s) of
-// w[r*3+s] * xp[(i*sh + r)*ldx + ow*sw + s]; sw is 1 or 2.
+// w[r*S+s] * xp[(i*sh + r)*ldx + ow*sw + s], taps row-major; sw is 1 or 2;
+// 3x3 has its own unrolled blocks.
 template <typename T>
-using Dw3FwdFn = void (*)(const T* xp, int64_t ldx, const T* w, T bias, T* y, int64_t rows,
-                          int64_t OW, int64_t sh, int64_t sw);
+using DwFwdFn = void (*)(const T* xp, int64_t ldx, int64_t R, int64_t S, const T* w, T bias, T* y,
+                         int64_t rows, int64_t OW, int64_t sh, int64_t sw);
 // lanes[t*kDwLanes + ow % kDwLanes] += gy[i*OW + ow] * xp[(i*sh + r)*ldx + ow*sw + s], t = r*3+s.
 template <typename T>
 using Dw3WgtFn = void (*)(T* lanes, const T* gy, const T* xp, int64_t ldx, int64_t rows,
@@ -178,10 +222,10 @@ using Dw3WgtFn = void (*)(T* lanes, const T* gy, const T* xp, int64_t ldx, int64
                                    float*);                                                       \
     void dw3s2_bwd_row_##isa##_f64(double*, int64_t, int64_t, const double* const*,              \
                                    const double*, double*);                                       \
-    void dw3_fwd_##isa##_f32(const float*, int64_t, const float*, float, float*, int64_t,        \
-                             int64_t, int64_t, int64_t);                                          \
-    void dw3_fwd_##isa##_f64(const double*, int64_t, const double*, double, double*, int64_t,    \
-                             int64_t, int64_t, int64_t);                                          \
+    void dw_fwd_##isa##_f32(const float*, int64_t, int64_t, int64_t, const float*, float, float*, \
+                            int64_t, int64_t, int64_t, int64_t);                                  \
+    void dw_fwd_##isa##_f64(const double*, int64_t, int64_t, int64_t, const double*, double,      \
+                            double*, int64_t, int64_t, int64_t, int64_t);                         \
     void dw3_wgt_##isa##_f32(float*, const float*, const float*, int64_t, int64_t, int64_t,      \
                              int64_t, int64_t);                                                   \
     void dw3_wgt_##isa##_f64(double*, const double*, const double*, int64_t, int64_t, int64_t,   \
@@ -204,13 +248,14 @@ CONVKIT_DW3_DECLARE(avx512)
                                    const double* w, double* tmp) {                                \
         dw3s2_bwd_row_impl<double>(gx, W, pl, gp, w, tmp);                                        \
     }                                                                                             \
-    void dw3_fwd_##isa##_f32(const float* xp, int64_t ldx, const float* w, float b, float* y,     \
-                             int64_t rows, int64_t OW, int64_t sh, int64_t sw) {                  \
-        dw3_fwd_impl<float>(xp, ldx, w, b, y, rows, OW, sh, sw);                                  \
+    void dw_fwd_##isa##_f32(const float* xp, int64_t ldx, int64_t R, int64_t S, const float* w,   \
+                            float b, float* y, int64_t rows, int64_t OW, int64_t sh, int64_t sw) { \
+        dw_fwd_impl<float>(xp, ldx, R, S, w, b, y, rows, OW, sh, sw);                             \
     }                                                                                             \
-    void dw3_fwd_##isa##_f64(const double* xp, int64_t ldx, const double* w, double b, double* y, \
-                             int64_t rows, int64_t OW, int64_t sh, int64_t sw) {                  \
-        dw3_fwd_impl<double>(xp, ldx, w, b, y, rows, OW, sh, sw);                                 \
+    void dw_fwd_##isa##_f64(const double* xp, int64_t ldx, int64_t R, int64_t S, const double* w, \
+                            double b, double* y, int64_t rows, int64_t OW, int64_t sh,            \
+                            int64_t sw) {                                                         \
+        dw_fwd_impl<double>(xp, ldx, R, S, w, b, y, rows, OW, sh, sw);                            \
     }                                                                                             \
     void dw3_wgt_##isa##_f32(float* l, const float* gy, const float* xp, int64_t ldx,             \
                              int64_t rows, int64_t OW, int64_t sh, int64_t sw) {                  \
