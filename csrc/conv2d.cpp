@@ -418,34 +418,36 @@ void direct_conv_backward_weight(const ConvGeometry& g, const float* grad_y, con
 // ---------------------------------------------------------------- forward
 
 // Weights packed once per call into the GEMM's A micro-panels, for every group:
-// group gi, reduction block p0 (a multiple of kc, kb = its length) and row
-// panel i (rows i*mr ...) start at data + gi*Mp*CRS + p0*Mp + i*mr*kb, with
-// Mp = Kg rounded up to mr. A(k_out, crs) = w[(gi*Kg + k_out)*CRS + crs].
+// A(i, k) = w[gi*M*Kred + i*rs + k*cs] for i < M rows and k < Kred (the
+// forward's W: M = Kg, Kred = C*R*S; backward data's W^T: M = C*R*S, Kred =
+// Kg). Group gi, reduction block p0 (a multiple of kc, kb = its length) and
+// row panel i (rows i*mr ...) start at data + gi*Mp*Kred + p0*Mp + i*mr*kb,
+// with Mp = M rounded up to mr.
 template <typename T>
 struct PackedWeights {
     const T* data = nullptr;
-    int64_t Mp = 0, CRS = 0, mr = 1;
+    int64_t Mp = 0, Kred = 0, mr = 1;
     // Block of rows [row0, ...) (row0 a multiple of mr) for reduction block p0.
     const T* block(int64_t gi, int64_t row0, int64_t p0, int64_t kb) const {
-        return data + gi * Mp * CRS + p0 * Mp + row0 * kb;
+        return data + gi * Mp * Kred + p0 * Mp + row0 * kb;
     }
 };
 
 template <typename T>
-PackedWeights<T> pack_weights(const GemmKernel<T>& kr, const T* w, int64_t G, int64_t Kg,
-                              int64_t CRS, int nt, T* dst) {
-    const int64_t mr = kr.mr, Mp = round_up(Kg, mr), panels = Mp / mr;
-    const int64_t kblocks = ceil_div(CRS, kr.kc);
+PackedWeights<T> pack_weights(const GemmKernel<T>& kr, const T* w, int64_t G, int64_t M, int64_t Kred,
+                              int64_t rs, int64_t cs, int nt, T* dst) {
+    const int64_t mr = kr.mr, Mp = round_up(M, mr), panels = Mp / mr;
+    const int64_t kblocks = ceil_div(Kred, kr.kc);
     const int64_t jobs = G * kblocks * panels;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t t = 0; t < jobs; ++t) {
         const FlushDenormals flush_denormals;
         const int64_t panel = t % panels, kblk = (t / panels) % kblocks, gi = t / (panels * kblocks);
-        const int64_t p0 = kblk * kr.kc, kb = std::min(kr.kc, CRS - p0), i0 = panel * mr;
-        pack_a_strided(w + gi * Kg * CRS, CRS, int64_t(1), mr, i0, std::min(mr, Kg - i0), p0, kb,
-                       dst + gi * Mp * CRS + p0 * Mp + i0 * kb, kr.transpose);
+        const int64_t p0 = kblk * kr.kc, kb = std::min(kr.kc, Kred - p0), i0 = panel * mr;
+        pack_a_strided(w + gi * M * Kred, rs, cs, mr, i0, std::min(mr, M - i0), p0, kb,
+                       dst + gi * Mp * Kred + p0 * Mp + i0 * kb, kr.transpose);
     }
-    return PackedWeights<T>{dst, Mp, CRS, mr};
+    return PackedWeights<T>{dst, Mp, Kred, mr};
 }
 
 // n elements of a B row from a zero-padded plane: dst[i] = src[i*sw]. For
@@ -543,7 +545,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     const bool padded = !pointwise && pad_elems <= (int64_t(1) << 19);
 
     Scratch<T> packed_w(1, G * round_up(Kg, mr) * CRS, 2);
-    const PackedWeights<T> pw = pack_weights(kr, w, G, Kg, CRS, nt, packed_w.get(0));
+    const PackedWeights<T> pw = pack_weights(kr, w, G, Kg, CRS, CRS, int64_t(1), nt, packed_w.get(0));
     const int64_t rowlen = nb_tile + kRunSlack;
     Scratch<T> scratch(nt, gemm_scratch_size(kr) + rowlen + mrows * nb_tile + (padded ? pad_elems : 0));
 
@@ -735,6 +737,10 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
     const int64_t cc = ceil_div(Cg, csplit);
     const int64_t cchunks = ceil_div(Cg, cc);
     const int64_t tasks = N * G * cchunks;
+    // W^T packed once per call (it was repacked per image and row block);
+    // row blocks that do not start on a panel boundary pack their own.
+    Scratch<T> packed_w(1, G * round_up(CRS, mr) * Kg, 2);
+    const PackedWeights<T> pw = pack_weights(kr, w, G, CRS, Kg, int64_t(1), CRS, nt, packed_w.get(0));
     Scratch<T> scratch(nt, gemm_scratch_size(kr) + rb * col_ld);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -754,8 +760,10 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
             const T* yg = grad_y + (n * K + gi * Kg) * P + q0;
             for (int64_t row0 = c0 * RS; row0 < c1 * RS; row0 += rb) {
                 const int64_t rows = std::min(rb, c1 * RS - row0);
-                auto pack_a = [&](int64_t i0, int64_t mb, int64_t p0, int64_t kb, T* dst) {
+                auto pack_a = [&](int64_t i0, int64_t mb, int64_t p0, int64_t kb, T* dst) -> const T* {
+                    if ((row0 + i0) % mr == 0) return pw.block(gi, row0 + i0, p0, kb);
                     pack_a_strided(wg + row0, int64_t(1), CRS, mr, i0, mb, p0, kb, dst);
+                    return dst;
                 };
                 auto pack_b = [&](int64_t p0, int64_t kb, int64_t j0, int64_t nb, T* dst) {
                     pack_b_strided(yg, P, int64_t(1), nr, p0, kb, j0, nb, dst);

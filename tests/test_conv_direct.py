@@ -135,3 +135,25 @@ def test_depthwise_banded_bitwise_across_thread_counts(rng, isa, restore_threads
         results.append(convkit.conv2d(x, w, groups=c, **kw))
     for other in results[1:]:
         assert_bitwise_equal(results[0], other, err_msg=name)
+
+
+# Strided backward data (GEMM + col2im, W^T packed once per call): channel
+# chunks whose rows start off a panel boundary pack their own blocks.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [(1, 17, 13, 11, 10, (3, 3), dict(stride=2, padding=1)),
+                                  (1, 7, 9, 12, 21, (3, 2), dict(stride=(2, 3), padding=(1, 0))),
+                                  (2, 33, 10, 10, 40, (5, 5), dict(stride=2, padding=2, dilation=(1, 2)))],
+                         ids=["c17_s2", "c7_s2x3", "c33_5x5_s2"])
+def test_strided_backward_data_matches_reference(rng, isa, restore_threads, case, dtype):
+    n, c, h, w_, k, kernel, kw = case
+    x = rng.standard_normal((n, c, h, w_)).astype(dtype)
+    w = rng.standard_normal((k, c) + kernel).astype(dtype)
+    gy = rng.standard_normal(convkit.conv2d(x, w, **kw).shape).astype(dtype)
+    expected = ref.conv2d_backward(gy.astype(np.float64), x.astype(np.float64), w.astype(np.float64), **kw)[0]
+    results = []
+    for threads in (1, 2, 3):
+        convkit.set_num_threads(threads)
+        results.append(convkit.conv2d_backward(gy, x, w, output_mask=(True, False, False), **kw)[0])
+    assert_close(results[0], expected, 1e-4 if dtype == np.float32 else 1e-10, dtype=dtype)
+    for other in results[1:]:
+        assert_bitwise_equal(results[0], other)
