@@ -708,16 +708,31 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
         g2.out_h = H; g2.out_w = W;
         g2.pad_top = (R - 1) * g.dilation_h - g.pad_top;
         g2.pad_left = (S - 1) * g.dilation_w - g.pad_left;
-        // w2[gi*Cg + c][k][r][s] = w[gi*Kg + k][c][R-1-r][S-1-s]
+        // w2[gi*Cg + c][k][r][s] = w[gi*Kg + k][c][R-1-r][S-1-s], in 16x16
+        // (k, c) blocks across the threads: done serially and column by
+        // column it took ~1/3 of a 512x2048 1x1 layer's backward data.
         Scratch<T> wt(1, g.w_size(), 1);
         T* w2 = wt.get(0);
-        for (int64_t gi = 0; gi < G; ++gi)
-            for (int64_t c = 0; c < Cg; ++c)
-                for (int64_t k = 0; k < Kg; ++k) {
-                    const T* src = w + ((gi * Kg + k) * Cg + c) * RS;
-                    T* dst = w2 + ((gi * Cg + c) * Kg + k) * RS;
+        const int64_t blk = 16, kblocks = ceil_div(Kg, blk), cblocks = ceil_div(Cg, blk);
+#pragma omp parallel for num_threads(threads_for_work(double(g.w_size()), 1 << 16)) schedule(static)
+        for (int64_t job = 0; job < G * kblocks * cblocks; ++job) {
+            const int64_t gi = job / (kblocks * cblocks), kb = (job / cblocks) % kblocks, cb = job % cblocks;
+            const int64_t k0 = kb * blk, k1 = std::min(Kg, k0 + blk);
+            const int64_t c0 = cb * blk, c1 = std::min(Cg, c0 + blk);
+            const T* wg = w + gi * Kg * Cg * RS;
+            T* w2g = w2 + gi * Cg * Kg * RS;
+            if (RS == 1) {  // a plain transpose (1x1 layers)
+                for (int64_t c = c0; c < c1; ++c)
+                    for (int64_t k = k0; k < k1; ++k) w2g[c * Kg + k] = wg[k * Cg + c];
+                continue;
+            }
+            for (int64_t k = k0; k < k1; ++k)
+                for (int64_t c = c0; c < c1; ++c) {
+                    const T* src = wg + (k * Cg + c) * RS;
+                    T* dst = w2g + (c * Kg + k) * RS;
                     for (int64_t i = 0; i < RS; ++i) dst[i] = src[RS - 1 - i];
                 }
+        }
         conv2d_forward<T>(g2, grad_y, w2, static_cast<const T*>(nullptr), grad_x);
         return;
     }
