@@ -297,12 +297,8 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
                             taps, off + t0, pad + (oh - oh0) * sh * Wp + rt * pw0 * sw, sw, nullptr, wc, init,
                             acc + (oh - oh0) * row_acc + rt * pw0 * KB, c0 > 0);
             }
-            for (int64_t oh = oh0; oh < oh1; ++oh) {
-                const float* out = acc + (oh - oh0) * row_acc;
-                float* yrow = y + ((n * K + gi * Kg + k0) * OH + oh) * OW;
-                for (int64_t j = 0; j < kcount; ++j)
-                    for (int64_t p = 0; p < OW; ++p) yrow[j * P + p] = out[p * KB + j];
-            }
+            // The band's rows are consecutive in every output plane.
+            dk.store(acc, KB, kcount, band_px, y + ((n * K + gi * Kg + k0) * OH + oh0) * OW, P);
         }
     }
 }

@@ -271,6 +271,8 @@ using TileFn = void (*)(int64_t taps, const int64_t* off, const float* in, int64
 struct DirectConvKernel {
     int lanes, max_pw1, max_pw2, max_px2;
     dconv::TileFn (*tile)(int pw, int kv, dconv::Addressing addressing);
+    // y[j*ystride + p] = acc[p*kb + j] for j < kcount, p < npix.
+    void (*store)(const float* acc, int64_t kb, int64_t kcount, int64_t npix, float* y, int64_t ystride);
 };
 #ifdef CONVKIT_HAVE_AVX2
 extern const DirectConvKernel direct_conv_avx2;
