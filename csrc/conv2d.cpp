@@ -376,14 +376,7 @@ void direct_conv_backward_weight(const ConvGeometry& g, const float* grad_y, con
                 for (int64_t kb = kb_begin; kb < kb_end; ++kb) {
                     const int64_t k0 = kb * KB, kcount = std::min(KB, Kg - k0);
                     float* acc_kb = acc + (kb - kb_begin) * acc_per_block;
-                    for (int64_t j = 0; j < KB; ++j) {
-                        if (j < kcount) {
-                            const float* src = grad_y + (n * K + gi * Kg + k0 + j) * P + oh0 * OW;
-                            for (int64_t p = 0; p < px; ++p) gyt[p * KB + j] = src[p];
-                        } else {
-                            for (int64_t p = 0; p < px; ++p) gyt[p * KB + j] = 0.f;
-                        }
-                    }
+                    dk.gather(grad_y + (n * K + gi * Kg + k0) * P + oh0 * OW, P, kcount, KB, px, gyt);
                     for (int64_t rs = 0; rs < RS; ++rs) {
                         const float* base = pad + (rs / S) * dh * Wp + (rs % S) * dwl;
                         for (int64_t ct = 0; ct < ctiles; ++ct) {

@@ -273,6 +273,8 @@ struct DirectConvKernel {
     dconv::TileFn (*tile)(int pw, int kv, dconv::Addressing addressing);
     // y[j*ystride + p] = acc[p*kb + j] for j < kcount, p < npix.
     void (*store)(const float* acc, int64_t kb, int64_t kcount, int64_t npix, float* y, int64_t ystride);
+    // dst[p*kb + j] = j < kcount ? src[j*sstride + p] : 0 for j < kb, p < npix.
+    void (*gather)(const float* src, int64_t sstride, int64_t kcount, int64_t kb, int64_t npix, float* dst);
 };
 #ifdef CONVKIT_HAVE_AVX2
 extern const DirectConvKernel direct_conv_avx2;

@@ -23,6 +23,6 @@ struct V256 {
 };
 }  // namespace
 
-const DirectConvKernel direct_conv_avx2 = {8, 12, 6, 6, &dconv::tile_for<V256>, &dconv::store_channels};
+const DirectConvKernel direct_conv_avx2 = {8, 12, 6, 6, &dconv::tile_for<V256>, &dconv::store_channels, &dconv::gather_channels};
 
 }  // namespace convkit

@@ -22,6 +22,6 @@ struct V512 {
 };
 }  // namespace
 
-const DirectConvKernel direct_conv_avx512 = {16, 24, 14, 0, &dconv::tile_for<V512>, &dconv::store_channels};
+const DirectConvKernel direct_conv_avx512 = {16, 24, 14, 0, &dconv::tile_for<V512>, &dconv::store_channels, &dconv::gather_channels};
 
 }  // namespace convkit
