@@ -65,23 +65,31 @@ inline void dw3_fwd_rows(const T* xp, int64_t ldx, const T* w, T bias, T* y, int
 }
 
 // Any R x S kernel (taps in runtime loops, row-major; the same sum order as
-// the 3x3 blocks): one block of B output columns starting at j.
-template <typename T, int B, int SW>
-inline void dwk_fwd_block(const T* __restrict x0, int64_t ldx, int64_t R, int64_t S,
-                          const T* __restrict w, T bias, T* __restrict y, int64_t j, int n) {
-    T acc[B];
-    for (int v = 0; v < B; ++v) acc[v] = bias;
+// the 3x3 blocks): NR output rows (row i reads from x0 + i*row_step) times
+// one block of B output columns starting at j; stores the first n (<= B).
+// Narrow rows go NR = 2 at a time so that enough independent accumulators
+// cover the FMA latency (4 vectors alone ran at half the FMA rate).
+template <typename T, int B, int SW, int NR>
+inline void dwk_fwd_block(const T* __restrict x0, int64_t row_step, int64_t ldx, int64_t R, int64_t S,
+                          const T* __restrict w, T bias, T* __restrict y, int64_t ystep, int64_t j, int n) {
+    T acc[NR][B];
+    for (int i = 0; i < NR; ++i)
+        for (int v = 0; v < B; ++v) acc[i][v] = bias;
     for (int64_t r = 0; r < R; ++r) {
-        const T* __restrict xr = x0 + r * ldx + j * SW;
         for (int64_t s = 0; s < S; ++s) {
             const T ws = w[r * S + s];
-            for (int v = 0; v < B; ++v) acc[v] += ws * xr[v * SW + s];
+            for (int i = 0; i < NR; ++i) {
+                const T* __restrict xr = x0 + i * row_step + r * ldx + j * SW + s;
+                for (int v = 0; v < B; ++v) acc[i][v] += ws * xr[v * SW];
+            }
         }
     }
-    if (n == B) {
-        for (int v = 0; v < B; ++v) y[j + v] = acc[v];
-    } else {
-        for (int v = 0; v < n; ++v) y[j + v] = acc[v];
+    for (int i = 0; i < NR; ++i) {
+        if (n == B) {
+            for (int v = 0; v < B; ++v) y[i * ystep + j + v] = acc[i][v];
+        } else {
+            for (int v = 0; v < n; ++v) y[i * ystep + j + v] = acc[i][v];
+        }
     }
 }
 
@@ -90,15 +98,25 @@ inline void dwk_fwd_rows(const T* xp, int64_t ldx, int64_t R, int64_t S, const T
                          int64_t rows, int64_t OW, int64_t sh) {
     constexpr int B = kDwChunk * 4 / int(sizeof(T));
     constexpr int B2 = B / 2, B4 = B / 4;
-    for (int64_t i = 0; i < rows; ++i) {
-        const T* x0 = xp + i * sh * ldx;
+    const int64_t step = sh * ldx;
+    int64_t i = 0;
+    if (OW <= B2) {  // narrow rows: two at a time
+        for (; i + 2 <= rows; i += 2) {
+            const T* x0 = xp + i * step;
+            T* yr = y + i * OW;
+            if (OW > B4) dwk_fwd_block<T, B2, SW, 2>(x0, step, ldx, R, S, w, bias, yr, OW, 0, int(OW));
+            else dwk_fwd_block<T, B4, SW, 2>(x0, step, ldx, R, S, w, bias, yr, OW, 0, int(OW));
+        }
+    }
+    for (; i < rows; ++i) {
+        const T* x0 = xp + i * step;
         T* yr = y + i * OW;
         int64_t j = 0;
-        for (; j + B <= OW; j += B) dwk_fwd_block<T, B, SW>(x0, ldx, R, S, w, bias, yr, j, B);
+        for (; j + B <= OW; j += B) dwk_fwd_block<T, B, SW, 1>(x0, step, ldx, R, S, w, bias, yr, OW, j, B);
         const int64_t rem = OW - j;
-        if (rem > B2) dwk_fwd_block<T, B, SW>(x0, ldx, R, S, w, bias, yr, j, int(rem));
-        else if (rem > B4) dwk_fwd_block<T, B2, SW>(x0, ldx, R, S, w, bias, yr, j, int(rem));
-        else if (rem > 0) dwk_fwd_block<T, B4, SW>(x0, ldx, R, S, w, bias, yr, j, int(rem));
+        if (rem > B2) dwk_fwd_block<T, B, SW, 1>(x0, step, ldx, R, S, w, bias, yr, OW, j, int(rem));
+        else if (rem > B4) dwk_fwd_block<T, B2, SW, 1>(x0, step, ldx, R, S, w, bias, yr, OW, j, int(rem));
+        else if (rem > 0) dwk_fwd_block<T, B4, SW, 1>(x0, step, ldx, R, S, w, bias, yr, OW, j, int(rem));
     }
 }
 
