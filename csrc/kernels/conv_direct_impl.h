@@ -22,7 +22,7 @@
 #include <utility>
 
 #ifdef __AVX2__
-#include <immintrin.h>
+#include "transpose8x8_avx2.h"
 #endif
 
 #include "gemm.h"  // dconv::Addressing, dconv::TileFn
@@ -71,31 +71,6 @@ void tile(int64_t taps, const int64_t* off, const float* in, int64_t sw, const f
         for (int v = 0; v < KV; ++v) V::store(out + p * KV * L + v * L, acc[p][v]);
 }
 
-#ifdef __AVX2__
-// d[i*ds + l] = s[l*ss + i] for i, l < 8.
-inline void transpose8x8(const float* s, int64_t ss, float* d, int64_t ds) {
-    const __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ss);
-    const __m256 r2 = _mm256_loadu_ps(s + 2 * ss), r3 = _mm256_loadu_ps(s + 3 * ss);
-    const __m256 r4 = _mm256_loadu_ps(s + 4 * ss), r5 = _mm256_loadu_ps(s + 5 * ss);
-    const __m256 r6 = _mm256_loadu_ps(s + 6 * ss), r7 = _mm256_loadu_ps(s + 7 * ss);
-    const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-    const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-    const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-    const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
-    _mm256_storeu_ps(d + ds, _mm256_permute2f128_ps(u1, u5, 0x20));
-    _mm256_storeu_ps(d + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
-    _mm256_storeu_ps(d + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
-    _mm256_storeu_ps(d + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
-    _mm256_storeu_ps(d + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
-    _mm256_storeu_ps(d + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
-    _mm256_storeu_ps(d + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
-}
-#endif
 
 // y[j*ystride + p] = acc[p*kb + j] for j < kcount, p < npix: a band's sums
 // ([pixel][channel block]) into NCHW rows, in 8x8 register transposes (the
@@ -106,7 +81,7 @@ inline void store_channels(const float* acc, int64_t kb, int64_t kcount, int64_t
 #ifdef __AVX2__
     const int64_t k8 = kcount / 8 * 8;
     for (; p + 8 <= npix; p += 8) {
-        for (int64_t j = 0; j < k8; j += 8) transpose8x8(acc + p * kb + j, kb, y + j * ystride + p, ystride);
+        for (int64_t j = 0; j < k8; j += 8) transpose8x8_f32(acc + p * kb + j, kb, y + j * ystride + p, ystride);
         for (int64_t j = k8; j < kcount; ++j)
             for (int64_t q = 0; q < 8; ++q) y[j * ystride + p + q] = acc[(p + q) * kb + j];
     }
@@ -124,7 +99,7 @@ inline void gather_channels(const float* src, int64_t sstride, int64_t kcount, i
 #ifdef __AVX2__
     const int64_t k8 = kcount / 8 * 8;
     for (; p + 8 <= npix; p += 8) {
-        for (int64_t j = 0; j < k8; j += 8) transpose8x8(src + j * sstride + p, sstride, dst + p * kb + j, kb);
+        for (int64_t j = 0; j < k8; j += 8) transpose8x8_f32(src + j * sstride + p, sstride, dst + p * kb + j, kb);
         for (int64_t q = 0; q < 8; ++q)
             for (int64_t j = k8; j < kb; ++j) dst[(p + q) * kb + j] = j < kcount ? src[j * sstride + p + q] : 0.f;
     }
