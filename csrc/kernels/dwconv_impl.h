@@ -97,16 +97,16 @@ template <typename T, int SW>
 inline void dwk_fwd_rows(const T* xp, int64_t ldx, int64_t R, int64_t S, const T* w, T bias, T* y,
                          int64_t rows, int64_t OW, int64_t sh) {
     constexpr int B = kDwChunk * 4 / int(sizeof(T));
-    constexpr int B2 = B / 2, B4 = B / 4;
+    constexpr int B2 = B / 2;
     const int64_t step = sh * ldx;
     int64_t i = 0;
-    if (OW <= B2) {  // narrow rows: two at a time
-        for (; i + 2 <= rows; i += 2) {
-            const T* x0 = xp + i * step;
-            T* yr = y + i * OW;
-            if (OW > B4) dwk_fwd_block<T, B2, SW, 2>(x0, step, ldx, R, S, w, bias, yr, OW, 0, int(OW));
-            else dwk_fwd_block<T, B4, SW, 2>(x0, step, ldx, R, S, w, bias, yr, OW, 0, int(OW));
-        }
+    // Narrow rows: two at a time, in B/2-column blocks even for rows of at
+    // most B/4 columns (GCC spilled the B/4-wide blocks: 5x5 on 14- and
+    // 7-wide rows ran ~5x slower than on 28-wide ones). The band rows are
+    // at least B*sw + S wide, so the extra columns read stay inside.
+    if (OW <= B2) {
+        for (; i + 2 <= rows; i += 2)
+            dwk_fwd_block<T, B2, SW, 2>(xp + i * step, step, ldx, R, S, w, bias, y + i * OW, OW, 0, int(OW));
     }
     for (; i < rows; ++i) {
         const T* x0 = xp + i * step;
@@ -115,8 +115,7 @@ inline void dwk_fwd_rows(const T* xp, int64_t ldx, int64_t R, int64_t S, const T
         for (; j + B <= OW; j += B) dwk_fwd_block<T, B, SW, 1>(x0, step, ldx, R, S, w, bias, yr, OW, j, B);
         const int64_t rem = OW - j;
         if (rem > B2) dwk_fwd_block<T, B, SW, 1>(x0, step, ldx, R, S, w, bias, yr, OW, j, int(rem));
-        else if (rem > B4) dwk_fwd_block<T, B2, SW, 1>(x0, step, ldx, R, S, w, bias, yr, OW, j, int(rem));
-        else if (rem > 0) dwk_fwd_block<T, B4, SW, 1>(x0, step, ldx, R, S, w, bias, yr, OW, j, int(rem));
+        else if (rem > 0) dwk_fwd_block<T, B2, SW, 1>(x0, step, ldx, R, S, w, bias, yr, OW, j, int(rem));
     }
 }
 
