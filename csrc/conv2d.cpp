@@ -948,6 +948,10 @@ void conv2d_backward_bias(const ConvGeometry& g, const T* grad_y, T* grad_bias) 
     const FlushDenormals flush_denormals;  // serial parts too (see conv_common.h)
     const int64_t N = g.batch, K = g.out_channels, P = g.out_h * g.out_w;
     if (K <= 0) return;
+    if (N == 0 || P == 0) {  // nothing to sum (and no loop over a huge batch of empty planes)
+        std::fill(grad_bias, grad_bias + K, T(0));
+        return;
+    }
     const int nt = threads_for_work(double(N) * K * P, 1 << 16);
     constexpr int L = 8;
 #pragma omp parallel for num_threads(nt) schedule(static)
