@@ -159,6 +159,15 @@ bool use_direct_conv(const ConvGeometry& g) {
            g.out_w <= 4096;
 }
 
+// Where each of the first `count` pixels of a band of output rows reads,
+// relative to the band's first zero-padded input row (rows Wp wide).
+std::vector<int64_t> band_pixel_offsets(const ConvGeometry& g, int64_t Wp, int64_t count) {
+    std::vector<int64_t> offsets(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i)
+        offsets[static_cast<size_t>(i)] = (i / g.out_w) * g.stride_h * Wp + (i % g.out_w) * g.stride_w;
+    return offsets;
+}
+
 // The direct kernel for this layer, or nullptr for the GEMM path.
 const DirectConvKernel* direct_conv_kernel(const ConvGeometry& g) {
     const DirectConvKernel* dk = direct_conv_kernel_for(active_isa());
@@ -254,10 +263,7 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
     const dconv::Addressing rows_mode = sw == 1 ? dconv::Addressing::unit_stride : dconv::Addressing::strided;
     const dconv::TileFn full_tile = dk.tile(int(pw0), kv, rows_mode);
     const dconv::TileFn last_tile = dk.tile(int(OW - (row_tiles - 1) * pw0), kv, rows_mode);
-    // Per-pixel tiles: where band pixel i reads, relative to the band's first padded row.
-    std::vector<int64_t> pixel_offsets(per_pixel ? static_cast<size_t>(b * OW) : 0);
-    for (size_t i = 0; i < pixel_offsets.size(); ++i)
-        pixel_offsets[i] = (int64_t(i) / OW) * sh * Wp + (int64_t(i) % OW) * sw;
+    const std::vector<int64_t> pixel_offsets = band_pixel_offsets(g, Wp, per_pixel ? b * OW : 0);
     const dconv::TileFn full_px_tile = per_pixel ? dk.tile(int(px0), kv, dconv::Addressing::per_pixel) : nullptr;
 
     Scratch<float> scratch(nt, Cg * plane + b * row_acc);
@@ -268,16 +274,16 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
         const int64_t oh0 = band * b, oh1 = std::min(OH, oh0 + b);
         const int64_t pr0 = oh0 * sh, pr1 = pr0 + band_rows(oh1 - oh0);
         float* pad = scratch.get(thread_id());
-        float* acc = pad + Cg * plane;  // [row of the band][row tile][pixel][KB]
+        float* acc = pad + Cg * plane;  // [band pixel][KB]
         pad_input_rows(g, x + (n * C + gi * Cg) * H * W, Cg, pr0, pr1, Wp, plane, pad);
+        const int64_t band_px = (oh1 - oh0) * OW;
+        const dconv::TileFn last_px_tile =
+            per_pixel ? dk.tile(int(band_px - (ceil_div(band_px, px0) - 1) * px0), kv, dconv::Addressing::per_pixel)
+                      : nullptr;
         for (int64_t kb = 0; kb < kblocks; ++kb) {
             const int64_t blk = gi * kblocks + kb, k0 = kb * KB, kcount = std::min(KB, Kg - k0);
             const float* wk = wd + blk * wblock;
             const float* init = bias ? bd + blk * KB : nullptr;
-            const int64_t band_px = (oh1 - oh0) * OW;
-            const dconv::TileFn last_px_tile =
-                per_pixel ? dk.tile(int(band_px - (ceil_div(band_px, px0) - 1) * px0), kv, dconv::Addressing::per_pixel)
-                          : nullptr;
             for (int64_t c0 = 0; c0 < Cg; c0 += cblock) {
                 const int64_t t0 = c0 * RS, taps = (std::min(Cg, c0 + cblock) - c0) * RS;
                 const float* wc = wk + t0 * KB;
@@ -332,9 +338,7 @@ void direct_conv_backward_weight(const ConvGeometry& g, const float* grad_y, con
     while (b > 1 && (sat_mul(sat_mul(Cg, band_rows(b)), Wp) > (int64_t(1) << 17) || b * OW * KB > (int64_t(1) << 16)))
         b = ceil_div(b, 2);
     const int64_t bands = ceil_div(OH, b), plane = band_rows(b) * Wp, band_px = b * OW;
-    std::vector<int64_t> offsets(static_cast<size_t>(band_px));
-    for (int64_t p = 0; p < band_px; ++p)
-        offsets[static_cast<size_t>(p)] = (p / OW) * sh * Wp + (p % OW) * sw;
+    const std::vector<int64_t> offsets = band_pixel_offsets(g, Wp, band_px);
     const int64_t* off = offsets.data();
     const dconv::TileFn full_tile = dk.tile(int(pc0), kv, dconv::Addressing::strided);
     const dconv::TileFn last_tile = dk.tile(int(Cg - (ctiles - 1) * pc0), kv, dconv::Addressing::strided);

@@ -271,9 +271,9 @@ template <> Dw3WgtFn<double> dw3_wgt_for<double>(Isa isa) {
 
 // Zero-padded input bands: a band of `out_rows` output rows reads
 // (out_rows-1)*sh + R padded input rows of ldx columns (about 64 KiB).
-struct Dw3Bands {
+struct DwBands {
     int64_t ldx, out_rows, in_rows;
-    explicit Dw3Bands(const ConvGeometry& g, int64_t elem_size) {
+    explicit DwBands(const ConvGeometry& g, int64_t elem_size) {
         const int64_t R = g.kernel_h;
         ldx = round_up(round_up(g.out_w, kDwChunk) * g.stride_w + g.kernel_w, 16);
         const int64_t budget = (int64_t(64) << 10) / elem_size;
@@ -287,7 +287,7 @@ struct Dw3Bands {
 // Fills rows [row0, row0 + rows) of the padded plane (row i holds input row
 // i - pad_top, column j holds input column j - pad_left; zero elsewhere).
 template <typename T>
-inline void dw3_fill_band(const ConvGeometry& g, const T* xp, int64_t ldx, int64_t row0,
+inline void dw_fill_band(const ConvGeometry& g, const T* xp, int64_t ldx, int64_t row0,
                           int64_t rows, T* band) {
     const int64_t H = g.in_h, W = g.in_w, pl = g.pad_left;
     const int64_t c0 = std::min(pl, ldx), c1 = std::min(pl + W, ldx);
@@ -315,7 +315,7 @@ void dw_banded_forward(const ConvGeometry& g, const T* x, const T* w, const T* b
     const int64_t K = g.out_channels, H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w;
     const int64_t R = g.kernel_h, S = g.kernel_w, RS = R * S;
     const int64_t planes = g.batch * K;
-    const Dw3Bands bd(g, int64_t(sizeof(T)));
+    const DwBands bd(g, int64_t(sizeof(T)));
     const int nt = threads_for(planes * OH * OW * RS);
     const DwFwdFn<T> kern = dw_fwd_for<T>(active_isa());
     Scratch<T> scratch(nt, bd.in_rows * bd.ldx);
@@ -328,7 +328,7 @@ void dw_banded_forward(const ConvGeometry& g, const T* x, const T* w, const T* b
         const T b0 = bias ? bias[k] : T(0);
         for (int64_t oh0 = 0; oh0 < OH; oh0 += bd.out_rows) {
             const int64_t rows = std::min(bd.out_rows, OH - oh0);
-            dw3_fill_band(g, xp, bd.ldx, oh0 * g.stride_h, (rows - 1) * g.stride_h + R, band);
+            dw_fill_band(g, xp, bd.ldx, oh0 * g.stride_h, (rows - 1) * g.stride_h + R, band);
             kern(band, bd.ldx, R, S, w + k * RS, b0, y + (t * OH + oh0) * OW, rows, OW, g.stride_h,
                  g.stride_w);
         }
@@ -341,7 +341,7 @@ void dw3_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* grad
     const int64_t N = g.batch, K = g.out_channels, H = g.in_h, W = g.in_w;
     const int64_t OH = g.out_h, OW = g.out_w, P = OH * OW, wsize = g.w_size();
     constexpr int L = kDwLanes;
-    const Dw3Bands bd(g, int64_t(sizeof(T)));
+    const DwBands bd(g, int64_t(sizeof(T)));
     const int64_t tasks = nb_chunks * K;
     const int nt = threads_for(N * K * P * 9);
     const Dw3WgtFn<T> kern = dw3_wgt_for<T>(active_isa());
@@ -358,7 +358,7 @@ void dw3_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* grad
             const T* xp = x + (n * K + k) * H * W;
             for (int64_t oh0 = 0; oh0 < OH; oh0 += bd.out_rows) {
                 const int64_t rows = std::min(bd.out_rows, OH - oh0);
-                dw3_fill_band(g, xp, bd.ldx, oh0 * g.stride_h, (rows - 1) * g.stride_h + 3, band);
+                dw_fill_band(g, xp, bd.ldx, oh0 * g.stride_h, (rows - 1) * g.stride_h + 3, band);
                 kern(lanes, gy + (n * K + k) * P + oh0 * OW, band, bd.ldx, rows, OW, g.stride_h,
                      g.stride_w);
             }

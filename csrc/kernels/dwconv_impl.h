@@ -1,5 +1,6 @@
 // Depthwise kernels (dilation 1, any padding, stride_w 1 or 2, any stride_h;
-// forward any R x S with 3x3 unrolled, backward 3x3) on a zero-padded input band; compiled once per ISA file
+// forward for any R x S with 3x3 unrolled, backward weight 3x3) on a
+// zero-padded input band; compiled once per ISA file
 // (dwconv_{generic,avx2,avx512}.cpp), dispatched from conv2d_depthwise.cpp.
 //
 // Padded band: xp[i * ldx + j] (i: band row, j: padded column); the caller
