@@ -444,13 +444,14 @@ PackedWeights<T> pack_weights(const GemmKernel<T>& kr, const T* w, int64_t G, in
 }
 
 // n elements of a B row from a zero-padded plane: dst[i] = src[i*sw]. For
-// sw == 1 it copies whole chunks of 16, writing (and reading) up to 15 elements
-// past the run: the next run overwrites them, and both buffers have that slack.
+// sw == 1 it copies whole chunks of 8, writing (and reading) up to 7 elements
+// past the run: the next run overwrites them, and both buffers have that slack
+// (chunks of 8, not 16: 7-wide planes copied 16 for 7).
 template <typename T>
 inline void copy_run(T* __restrict dst, const T* __restrict src, int64_t n, int64_t sw) {
     if (sw == 1) {
-        for (int64_t i = 0; i < n; i += 16)
-            for (int v = 0; v < 16; ++v) dst[i + v] = src[i + v];
+        for (int64_t i = 0; i < n; i += 8)
+            for (int v = 0; v < 8; ++v) dst[i + v] = src[i + v];
     } else if (sw == 2) {
         for (int64_t i = 0; i < n; ++i) dst[i] = src[2 * i];
     } else {
@@ -598,13 +599,17 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
                         im2col_row(g, x + (n * C + gi * Cg + c) * H * W, r, s, q_lo, len, d);
                     } else {
                         const T* plane = pbuf + ((n - n_first) * ch_cap + (c - c_first)) * plane_cap;
-                        const int64_t pr0 = q_lo / OW * sh;
+                        // Runs of output rows: (oh, ow) advanced, not divided out per run.
+                        int64_t ow = q_lo % OW;
+                        const T* src = plane + (r * dh) * Wp + s * dwl;
                         T* dd = d;
                         for (int64_t q = q_lo; q < q_hi;) {
-                            const int64_t oh = q / OW, ow = q % OW, run = std::min(OW - ow, q_hi - q);
-                            copy_run(dd, plane + (oh * sh + r * dh - pr0) * Wp + s * dwl + ow * sw, run, sw);
+                            const int64_t run = std::min(OW - ow, q_hi - q);
+                            copy_run(dd, src + ow * sw, run, sw);
                             dd += run;
                             q += run;
+                            ow = 0;
+                            src += sh * Wp;
                         }
                     }
                     d += len;

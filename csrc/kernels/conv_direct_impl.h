@@ -18,6 +18,7 @@
 // The inputs are zero-padded rows, so no read needs a bounds check; w holds
 // KV*L channels per tap (zero for channels past the layer's, never stored).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <utility>
 
@@ -82,8 +83,8 @@ inline void store_channels(const float* acc, int64_t kb, int64_t kcount, int64_t
     const int64_t k8 = kcount / 8 * 8;
     for (; p + 8 <= npix; p += 8) {
         for (int64_t j = 0; j < k8; j += 8) transpose8x8_f32(acc + p * kb + j, kb, y + j * ystride + p, ystride);
-        for (int64_t j = k8; j < kcount; ++j)
-            for (int64_t q = 0; q < 8; ++q) y[j * ystride + p + q] = acc[(p + q) * kb + j];
+        // kb is a multiple of 8: the last block's rows are there to read.
+        if (k8 < kcount) transpose8x8_f32_part(acc + p * kb + k8, kb, 8, y + k8 * ystride + p, ystride, kcount - k8, 8);
     }
 #endif
     for (; p < npix; ++p)
@@ -100,8 +101,10 @@ inline void gather_channels(const float* src, int64_t sstride, int64_t kcount, i
     const int64_t k8 = kcount / 8 * 8;
     for (; p + 8 <= npix; p += 8) {
         for (int64_t j = 0; j < k8; j += 8) transpose8x8_f32(src + j * sstride + p, sstride, dst + p * kb + j, kb);
-        for (int64_t q = 0; q < 8; ++q)
-            for (int64_t j = k8; j < kb; ++j) dst[(p + q) * kb + j] = j < kcount ? src[j * sstride + p + q] : 0.f;
+        // Channels past kcount as zeros (kb is a multiple of 8).
+        for (int64_t j = k8; j < kb; j += 8)
+            transpose8x8_f32_part(src + j * sstride + p, sstride, std::max<int64_t>(0, kcount - j), dst + p * kb + j, kb,
+                                  8, 8);
     }
 #endif
     for (; p < npix; ++p)

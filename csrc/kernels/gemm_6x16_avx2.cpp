@@ -87,50 +87,12 @@ void gemm_ukr_avx2_f64(int64_t kc, const double* a, const double* b, double* c, 
     _mm256_storeu_pd(c + 5 * ldc, c50); _mm256_storeu_pd(c + 5 * ldc + 4, c51);
 }
 
-namespace {
-// 8x8 float and 4x4 double transposes on 256-bit registers; rows % 8 (4) == 0
-// takes the vector path, anything else the scalar loop.
-inline void transpose_f32(const float* src, int64_t ld, int64_t rows, int64_t kb, float* dst) {
-    int64_t l = 0;
-    if (rows % 8 == 0) {
-        for (; l + 8 <= kb; l += 8) {
-            for (int64_t j = 0; j < rows; j += 8) {
-                transpose8x8_f32(src + j * ld + l, ld, dst + l * rows + j, rows);
-            }
-        }
-    }
-    for (; l < kb; ++l)
-        for (int64_t j = 0; j < rows; ++j) dst[l * rows + j] = src[j * ld + l];
-}
-
-inline void transpose_f64(const double* src, int64_t ld, int64_t rows, int64_t kb, double* dst) {
-    int64_t l = 0;
-    if (rows % 4 == 0) {
-        for (; l + 4 <= kb; l += 4) {
-            for (int64_t j = 0; j < rows; j += 4) {
-                const double* s = src + j * ld + l;
-                const __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + ld);
-                const __m256d r2 = _mm256_loadu_pd(s + 2 * ld), r3 = _mm256_loadu_pd(s + 3 * ld);
-                const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
-                const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
-                double* d = dst + l * rows + j;
-                _mm256_storeu_pd(d + 0 * rows, _mm256_permute2f128_pd(t0, t2, 0x20));
-                _mm256_storeu_pd(d + 1 * rows, _mm256_permute2f128_pd(t1, t3, 0x20));
-                _mm256_storeu_pd(d + 2 * rows, _mm256_permute2f128_pd(t0, t2, 0x31));
-                _mm256_storeu_pd(d + 3 * rows, _mm256_permute2f128_pd(t1, t3, 0x31));
-            }
-        }
-    }
-    for (; l < kb; ++l)
-        for (int64_t j = 0; j < rows; ++j) dst[l * rows + j] = src[j * ld + l];
-}
-}  // namespace
 
 void panel_transpose_avx2_f32(const float* src, int64_t ld, int64_t rows, int64_t kb, float* dst) {
-    transpose_f32(src, ld, rows, kb, dst);
+    panel_transpose_f32(src, ld, rows, kb, dst);
 }
 void panel_transpose_avx2_f64(const double* src, int64_t ld, int64_t rows, int64_t kb, double* dst) {
-    transpose_f64(src, ld, rows, kb, dst);
+    panel_transpose_f64(src, ld, rows, kb, dst);
 }
 
 void split_row_avx2_f32(const float* row, int64_t nb, int64_t panel_stride, float* dst) {
