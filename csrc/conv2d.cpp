@@ -5,7 +5,8 @@
 //
 // Paths:
 //   forward        float on AVX2/AVX-512, 3x3-like layers up to 256 output
-//                  channels per group: direct convolution (output channels in
+//                  channels per group and of at least 9 taps (C/G * R * S):
+//                  direct convolution (output channels in
 //                  vector lanes, taps broadcast from zero-padded input rows,
 //                  input channels in L1-sized passes).
 //                  Otherwise implicit GEMM over the whole batch of a group:
@@ -19,9 +20,9 @@
 //                  col = W^T * grad_y (GEMM) then col2im into the task's own
 //                  channels; 1x1/s1/p0 is one GEMM into grad_x; depthwise
 //                  stride 1 is a correlation with the flipped kernel.
-//   backward wgt   float layers of the direct forward: the direct tile with
-//                  input channels in place of pixels, reduced over the pixels
-//                  of each band. Otherwise per task (batch chunk, group,
+//   backward wgt   float layers of the direct forward with at least 32 taps:
+//                  the direct tile with input channels in place of pixels,
+//                  reduced over the pixels of each band. Otherwise per task (batch chunk, group,
 //                  column block, row block): one GEMM
 //                  grad_w = grad_y * im2col^T over the chunk's images.
 //   backward bias  per channel, 8 double lanes.
@@ -142,20 +143,27 @@ inline int direct_conv_vectors(const ConvGeometry& g, const DirectConvKernel& dk
     return g.out_channels / g.groups <= dk.lanes ? 1 : 2;
 }
 
-bool use_direct_conv(const ConvGeometry& g) {
+// Fewest taps (C/G * R * S) per output for the direct path. Forward: on
+// Zen 3 (AVX2, 2 threads) 1.2-1.4x the GEMM path for 1- and 3-channel layers
+// of 9-27 taps once the tiles' sums went to NCHW through 8x8 transposes (they
+// had been stored one scalar at a time). Backward weight: its tiles still lose
+// there (Keras 1 -> 32 5x5: 3.7 -> 4.6 ms), so it keeps 32.
+enum class DirectPass { forward, backward_weight };
+
+bool use_direct_conv(const ConvGeometry& g, DirectPass pass) {
     // Measured against the GEMM path (AVX-512, 1 thread): 1.1-1.8x faster for
     // 3x3/5x5/1x7 layers up to 256 output channels per group; slower for 1x1
-    // (no taps to share a padded row), for fewer than 32 taps (C=1 stems:
-    // the register tile's transpose into NCHW dominates) and for 512 channels
-    // (the weights of a channel block no longer stay in L2).
+    // (no taps to share a padded row) and for 512 channels (the weights of a
+    // channel block no longer stay in L2).
     const int64_t Kg = g.out_channels / g.groups;
     const int64_t CRS = (g.in_channels / g.groups) * g.kernel_h * g.kernel_w;
+    const int64_t min_taps = pass == DirectPass::forward ? 9 : 32;
     // The padded rows of one output row (per channel of a group) must be
     // small: huge paddings or dilations are legal but take the GEMM path.
     const int64_t band1 = sat_mul(sat_mul(g.in_channels / g.groups, padded_band_rows(g, 1)), padded_row_width(g));
     // The partial sums of one output row (at most 32 channels per pixel) are
     // kept per thread: rows of more than 4096 pixels take the GEMM path.
-    return Kg <= 256 && CRS >= 32 && g.kernel_h * g.kernel_w > 1 && band1 <= (int64_t(1) << 22) &&
+    return Kg <= 256 && CRS >= min_taps && g.kernel_h * g.kernel_w > 1 && band1 <= (int64_t(1) << 22) &&
            g.out_w <= 4096;
 }
 
@@ -169,12 +177,12 @@ std::vector<int64_t> band_pixel_offsets(const ConvGeometry& g, int64_t Wp, int64
 }
 
 // The direct kernel for this layer, or nullptr for the GEMM path.
-const DirectConvKernel* direct_conv_kernel(const ConvGeometry& g) {
+const DirectConvKernel* direct_conv_kernel(const ConvGeometry& g, DirectPass pass) {
     const DirectConvKernel* dk = direct_conv_kernel_for(active_isa());
     if (!dk) return nullptr;
     // 8 or fewer channels: 8-lane vectors leave no lanes idle.
     if (g.out_channels / g.groups <= 8 && dk->lanes > 8) dk = direct_conv_kernel_for(Isa::avx2);
-    return use_direct_conv(g) ? dk : nullptr;
+    return use_direct_conv(g, pass) ? dk : nullptr;
 }
 
 
@@ -473,7 +481,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     if (g.y_size() <= 0) return;
     if (dw::use_direct(g)) return dw::forward(g, x, w, bias, y);
     if constexpr (std::is_same_v<T, float>) {
-        if (const DirectConvKernel* dk = direct_conv_kernel(g)) return direct_conv_forward(g, x, w, bias, y, *dk);
+        if (const DirectConvKernel* dk = direct_conv_kernel(g, DirectPass::forward)) return direct_conv_forward(g, x, w, bias, y, *dk);
     }
     const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
     const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
@@ -924,7 +932,7 @@ void conv2d_backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, 
     const int nt = threads_for_work(double(nb_chunks) * wsize, 1 << 16);
     Scratch<T> partial(1, nb_chunks > 1 ? nb_chunks * wsize : 1, 1);
     const DirectConvKernel* dk = nullptr;
-    if constexpr (std::is_same_v<T, float>) dk = direct_conv_kernel(g);
+    if constexpr (std::is_same_v<T, float>) dk = direct_conv_kernel(g, DirectPass::backward_weight);
     if (dw::use_direct_backward_weight(g)) {
         dw::backward_weight(g, grad_y, x, grad_w, nb_chunks, partial.get(0));
     } else if (dk) {

@@ -36,6 +36,15 @@ DIRECT_CASES = {
     "five_by_five": (1, 32, 14, 14, 64, (5, 5), dict(padding=2)),
     "single_output_row": (2, 16, 3, 30, 16, (3, 3), dict()),
     "tall_many_bands": (1, 32, 130, 9, 16, (3, 3), dict(padding=1)),
+    # Few taps (the forward takes the direct path from 9): 1-channel 3x3 with
+    # 20 output channels (a last channel block of 4), a 3-channel strided stem,
+    # LeNet's 1 -> 6 5x5 (one vector, 6 of 8 lanes stored).
+    "one_channel_3x3": (3, 1, 11, 13, 20, (3, 3), dict(padding=1)),
+    "three_channel_stem_s2": (2, 3, 17, 19, 16, (3, 3), dict(stride=2, padding=1)),
+    "lenet_1_to_6": (2, 1, 12, 12, 6, (5, 5), dict()),
+    # 53 output channels: the last 2-vector block holds 5 (partial transposes
+    # for the forward's store and the backward weight's gather).
+    "odd_channels_53": (2, 8, 9, 10, 53, (3, 3), dict(padding=1)),
 }
 
 
@@ -77,7 +86,9 @@ def test_direct_backward_weight_matches_reference(rng, isa, name):
         assert_close(got, exp, 1e-4, dtype=np.float32)
 
 
-@pytest.mark.parametrize("name", ["narrow_rows_many_channels", "stride2_wrap", "one_vector", "tall_many_bands"])
+@pytest.mark.parametrize(
+    "name", ["narrow_rows_many_channels", "stride2_wrap", "one_vector", "tall_many_bands", "one_channel_3x3"]
+)
 def test_direct_bitwise_across_thread_counts(rng, isa, restore_threads, name):
     x, w, b, kw = _inputs(rng, DIRECT_CASES[name])
     gy = rng.standard_normal(convkit.conv2d(x, w, **kw).shape).astype(np.float32)
