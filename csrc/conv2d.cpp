@@ -6,9 +6,9 @@
 // Paths:
 //   forward        float on AVX2/AVX-512, 3x3-like layers up to 256 output
 //                  channels per group and of at least 9 taps (C/G * R * S):
-//                  direct convolution (output channels in
-//                  vector lanes, taps broadcast from zero-padded input rows,
-//                  input channels in L1-sized passes).
+//                  direct convolution (output channels in vector lanes, taps
+//                  broadcast from zero-padded input rows, input channels in
+//                  L1-sized passes).
 //                  Otherwise implicit GEMM over the whole batch of a group:
 //                  weights packed once per call, column tiles of output pixels
 //                  that may span images, B rows built from zero-padded input
@@ -317,7 +317,7 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
     }
 }
 
-// Direct backward weight (float, same layers as the direct forward): the
+// Direct backward weight (float, direct-forward layers of at least 32 taps): the
 // forward's register tile with roles swapped. For kernel tap (r, s) a tile
 // holds PW input channels x (lanes*kv) output channels of grad_w; its
 // reduction runs over the output pixels of a band, broadcasting the input
@@ -466,7 +466,7 @@ inline void copy_run(T* __restrict dst, const T* __restrict src, int64_t n, int6
         for (int64_t i = 0; i < n; ++i) dst[i] = src[i * sw];
     }
 }
-constexpr int64_t kRunSlack = 16;
+constexpr int64_t kRunSlack = 16;  // >= copy_run's overrun (at most 7)
 
 // The forward GEMM runs over the whole batch of a group: column j is output
 // pixel j % P of image j / P, so small planes share panels across images and
@@ -481,7 +481,8 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     if (g.y_size() <= 0) return;
     if (dw::use_direct(g)) return dw::forward(g, x, w, bias, y);
     if constexpr (std::is_same_v<T, float>) {
-        if (const DirectConvKernel* dk = direct_conv_kernel(g, DirectPass::forward)) return direct_conv_forward(g, x, w, bias, y, *dk);
+        if (const DirectConvKernel* dk = direct_conv_kernel(g, DirectPass::forward))
+            return direct_conv_forward(g, x, w, bias, y, *dk);
     }
     const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
     const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
@@ -590,7 +591,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
                             if (copy > 0) std::memcpy(d + left, xp + ih * W, sizeof(T) * static_cast<size_t>(copy));
                             for (int64_t i = left + copy; i < Wp; ++i) d[i] = T(0);
                         }
-                        // The slack after the last row read by runs of 16.
+                        // The slack after the last row read by copy_run's chunks of 8.
                         T* end = plane + (pr1 - pr0) * Wp;
                         for (int64_t i = 0; i < kRunSlack; ++i) end[i] = T(0);
                     }

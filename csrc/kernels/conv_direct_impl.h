@@ -84,7 +84,8 @@ inline void store_channels(const float* acc, int64_t kb, int64_t kcount, int64_t
     for (; p + 8 <= npix; p += 8) {
         for (int64_t j = 0; j < k8; j += 8) transpose8x8_f32(acc + p * kb + j, kb, y + j * ystride + p, ystride);
         // kb is a multiple of 8: the last block's rows are there to read.
-        if (k8 < kcount) transpose8x8_f32_part(acc + p * kb + k8, kb, 8, y + k8 * ystride + p, ystride, kcount - k8, 8);
+        if (k8 < kcount)
+            transpose8x8_f32_part(acc + p * kb + k8, kb, 8, y + k8 * ystride + p, ystride, kcount - k8, 8);
     }
 #endif
     for (; p < npix; ++p)
@@ -102,9 +103,11 @@ inline void gather_channels(const float* src, int64_t sstride, int64_t kcount, i
     for (; p + 8 <= npix; p += 8) {
         for (int64_t j = 0; j < k8; j += 8) transpose8x8_f32(src + j * sstride + p, sstride, dst + p * kb + j, kb);
         // Channels past kcount as zeros (kb is a multiple of 8).
-        for (int64_t j = k8; j < kb; j += 8)
-            transpose8x8_f32_part(src + j * sstride + p, sstride, std::max<int64_t>(0, kcount - j), dst + p * kb + j, kb,
-                                  8, 8);
+        for (int64_t j = k8; j < kb; j += 8) {
+            const int64_t rows = std::max<int64_t>(0, kcount - j);
+            const float* s = rows > 0 ? src + j * sstride + p : src;  // no row read when 0
+            transpose8x8_f32_part(s, sstride, rows, dst + p * kb + j, kb, 8, 8);
+        }
     }
 #endif
     for (; p < npix; ++p)

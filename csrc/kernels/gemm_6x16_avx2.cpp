@@ -87,7 +87,6 @@ void gemm_ukr_avx2_f64(int64_t kc, const double* a, const double* b, double* c, 
     _mm256_storeu_pd(c + 5 * ldc, c50); _mm256_storeu_pd(c + 5 * ldc + 4, c51);
 }
 
-
 void panel_transpose_avx2_f32(const float* src, int64_t ld, int64_t rows, int64_t kb, float* dst) {
     panel_transpose_f32(src, ld, rows, kb, dst);
 }

@@ -81,7 +81,6 @@ void gemm_ukr_avx512_f64(int64_t kc, const double* a, const double* b, double* c
 
 #undef CK_ROWS
 
-
 void panel_transpose_avx512_f32(const float* src, int64_t ld, int64_t rows, int64_t kb, float* dst) {
     panel_transpose_f32(src, ld, rows, kb, dst);
 }

@@ -1,7 +1,7 @@
-// Float and double transposes on 256-bit registers, shared by the AVX2 and
-// AVX-512 files (the GEMM's panel transposes, the direct convolution's channel
-// stores and gathers). Internal linkage: every including file keeps its own
-// copy.
+// Transposes on 256-bit registers, shared by the AVX2 and AVX-512 files:
+// 8x8 float blocks (whole or in part) for the direct convolution's channel
+// stores and gathers, and the GEMM's panel transposes of any row count, float
+// and double. Internal linkage: every including file keeps its own copy.
 #pragma once
 #include <immintrin.h>
 
@@ -76,9 +76,10 @@ inline void panel_transpose_f32(const float* src, int64_t ld, int64_t rows, int6
     const int64_t rows8 = rows / 8 * 8;
     int64_t l = 0;
     for (; l + 8 <= kb; l += 8) {
-        for (int64_t j = 0; j < rows8; j += 8) transpose8x8_f32(src + j * ld + l, ld, dst + l * rows + j, rows);
-        if (rows8 < rows)
-            transpose8x8_f32_part(src + rows8 * ld + l, ld, rows - rows8, dst + l * rows + rows8, rows, 8, rows - rows8);
+        for (int64_t j = 0; j < rows8; j += 8)
+            transpose8x8_f32(src + j * ld + l, ld, dst + l * rows + j, rows);
+        const int64_t rest = rows - rows8;
+        if (rest > 0) transpose8x8_f32_part(src + rows8 * ld + l, ld, rest, dst + l * rows + rows8, rows, 8, rest);
     }
     for (; l < kb; ++l)
         for (int64_t j = 0; j < rows; ++j) dst[l * rows + j] = src[j * ld + l];
@@ -93,8 +94,10 @@ inline void panel_transpose_f64(const double* src, int64_t ld, int64_t rows, int
             const int64_t n = rows - j < 4 ? rows - j : 4;
             const double* s = src + j * ld + l;
             const __m256d zero = _mm256_setzero_pd();
-            const __m256d r0 = _mm256_loadu_pd(s), r1 = n > 1 ? _mm256_loadu_pd(s + ld) : zero;
-            const __m256d r2 = n > 2 ? _mm256_loadu_pd(s + 2 * ld) : zero, r3 = n > 3 ? _mm256_loadu_pd(s + 3 * ld) : zero;
+            const __m256d r0 = _mm256_loadu_pd(s);
+            const __m256d r1 = n > 1 ? _mm256_loadu_pd(s + ld) : zero;
+            const __m256d r2 = n > 2 ? _mm256_loadu_pd(s + 2 * ld) : zero;
+            const __m256d r3 = n > 3 ? _mm256_loadu_pd(s + 3 * ld) : zero;
             const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
             const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
             const __m256d out[4] = {_mm256_permute2f128_pd(t0, t2, 0x20), _mm256_permute2f128_pd(t1, t3, 0x20),
