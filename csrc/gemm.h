@@ -275,6 +275,13 @@ struct DirectConvKernel {
     void (*store)(const float* acc, int64_t kb, int64_t kcount, int64_t npix, float* y, int64_t ystride);
     // dst[p*kb + j] = j < kcount ? src[j*sstride + p] : 0 for j < kb, p < npix.
     void (*gather)(const float* src, int64_t sstride, int64_t kcount, int64_t kb, int64_t npix, float* dst);
+    // Pointwise (1x1, stride 1, no padding) tile of pw_rows output channels x
+    // pw_px pixels: y[i*ld + p] = init[i] + sum_c w[c*pw_rows + i] * x[c*ld + p]
+    // (init 0 when null; the sum in increasing c, one FMA per term: the GEMM
+    // path's chain) for i < rows <= pw_rows, p < pw_px.
+    int pw_rows, pw_px;
+    void (*pointwise)(int64_t channels, const float* x, int64_t ld, const float* w, const float* init, int64_t rows,
+                      float* y);
 };
 #ifdef CONVKIT_HAVE_AVX2
 extern const DirectConvKernel direct_conv_avx2;

@@ -1,8 +1,9 @@
-"""The float32 direct-convolution path (AVX2 / AVX-512; the generic path runs
+"""The float32 direct-convolution paths (AVX2 / AVX-512; the generic path runs
 the same cases through the GEMM): register tiles that wrap from one output
 row onto the next (per-pixel tiles), partial last tiles, several passes over
 blocks of input channels, several bands of output rows, 1-vector (<= 8 output
-channels per group) and 2-vector tiles, strides, dilations, groups and bias.
+channels per group) and 2-vector tiles, strides, dilations, groups and bias;
+pointwise tiles (pixels in lanes) with pixel tails and partial channel blocks.
 Each case is checked against the float64 reference, on a NaN-poisoned heap
 (an element left unwritten shows up as NaN), and bitwise across 1, 2 and 3
 threads."""
@@ -45,6 +46,17 @@ DIRECT_CASES = {
     # 53 output channels: the last 2-vector block holds 5 (partial transposes
     # for the forward's store and the backward weight's gather).
     "odd_channels_53": (2, 8, 9, 10, 53, (3, 3), dict(padding=1)),
+    # Pointwise (1x1, stride 1, <= 64 channels per group): pixels in lanes.
+    # 63 pixels: full tiles and a zero-padded tail; 13 output channels: a
+    # last block of 1 (AVX2: 6 per block).
+    "pointwise_tail": (2, 16, 7, 9, 13, (1, 1), dict()),
+    # Fewer pixels than one tile: the tail alone.
+    "pointwise_small_plane": (3, 3, 3, 4, 10, (1, 1), dict()),
+    "pointwise_groups": (2, 32, 6, 8, 20, (1, 1), dict(groups=2)),
+    # 400 pixels, 64 channels: several runs of tiles per image.
+    "pointwise_many_runs": (2, 64, 20, 20, 24, (1, 1), dict()),
+    # 144 input channels with few (20) output channels, with bias.
+    "pointwise_wide_input": (2, 144, 5, 7, 20, (1, 1), dict()),
 }
 
 
@@ -87,7 +99,16 @@ def test_direct_backward_weight_matches_reference(rng, isa, name):
 
 
 @pytest.mark.parametrize(
-    "name", ["narrow_rows_many_channels", "stride2_wrap", "one_vector", "tall_many_bands", "one_channel_3x3"]
+    "name",
+    [
+        "narrow_rows_many_channels",
+        "stride2_wrap",
+        "one_vector",
+        "tall_many_bands",
+        "one_channel_3x3",
+        "pointwise_tail",
+        "pointwise_many_runs",
+    ],
 )
 def test_direct_bitwise_across_thread_counts(rng, isa, restore_threads, name):
     x, w, b, kw = _inputs(rng, DIRECT_CASES[name])

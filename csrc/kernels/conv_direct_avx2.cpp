@@ -23,6 +23,8 @@ struct V256 {
 };
 }  // namespace
 
-const DirectConvKernel direct_conv_avx2 = {8, 12, 6, 6, &dconv::tile_for<V256>, &dconv::store_channels, &dconv::gather_channels};
+// Pointwise tiles: 6 output channels x 16 pixels (12 accumulators).
+const DirectConvKernel direct_conv_avx2 = {8,  12, 6, 6, &dconv::tile_for<V256>, &dconv::store_channels,
+                                           &dconv::gather_channels, 6, 16, &dconv::pointwise_tile<V256, 6, 2>};
 
 }  // namespace convkit

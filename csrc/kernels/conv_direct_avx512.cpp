@@ -22,6 +22,8 @@ struct V512 {
 };
 }  // namespace
 
-const DirectConvKernel direct_conv_avx512 = {16, 24, 14, 0, &dconv::tile_for<V512>, &dconv::store_channels, &dconv::gather_channels};
+// Pointwise tiles: 12 output channels x 32 pixels (24 accumulators).
+const DirectConvKernel direct_conv_avx512 = {16, 24, 14, 0, &dconv::tile_for<V512>, &dconv::store_channels,
+                                             &dconv::gather_channels, 12, 32, &dconv::pointwise_tile<V512, 12, 2>};
 
 }  // namespace convkit

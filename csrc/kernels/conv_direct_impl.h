@@ -72,6 +72,36 @@ void tile(int64_t taps, const int64_t* off, const float* in, int64_t sw, const f
         for (int v = 0; v < KV; ++v) V::store(out + p * KV * L + v * L, acc[p][v]);
 }
 
+// The pointwise tile (see DirectConvKernel::pointwise): MR output channels x
+// NV vectors of pixels; pixels in lanes, so x is read and y written in place,
+// with no packing and no transposes.
+template <class V, int MR, int NV>
+void pointwise_tile(int64_t channels, const float* x, int64_t ld, const float* w, const float* init, int64_t rows,
+                    float* y) {
+    constexpr int L = V::lanes;
+    typename V::reg acc[MR][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = init ? V::set1(init[i]) : V::zero();
+    for (int64_t c = 0; c < channels; ++c) {
+        typename V::reg xv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) xv[v] = V::load(x + c * ld + v * L);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; ++i) {
+            const typename V::reg wb = V::set1(w[c * MR + i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) acc[i][v] = V::fmadd(wb, xv[v], acc[i][v]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+        if (i >= rows) break;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) V::store(y + i * ld + v * L, acc[i][v]);
+    }
+}
 
 // y[j*ystride + p] = acc[p*kb + j] for j < kcount, p < npix: a band's sums
 // ([pixel][channel block]) into NCHW rows, in 8x8 register transposes (the
