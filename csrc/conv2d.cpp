@@ -338,7 +338,8 @@ namespace {
 // 64/128 (0.97x), where the GEMM's blocking over the input channels wins.
 bool use_pointwise_direct(const ConvGeometry& g) {
     const int64_t Cg = g.in_channels / g.groups, Kg = g.out_channels / g.groups;
-    return is_pointwise_identity(g) && (Cg <= 64 || (Cg <= 256 && Kg <= 32));
+    // Cg >= 1: no input channels take the GEMM path (the sums are the bias).
+    return is_pointwise_identity(g) && Cg >= 1 && (Cg <= 64 || (Cg <= 256 && Kg <= 32));
 }
 
 void pointwise_direct_forward(const ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
@@ -355,6 +356,7 @@ void pointwise_direct_forward(const ConvGeometry& g, const float* x, const float
     float* bd = wd + G * kblocks * Cg * MR;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t blk = 0; blk < G * kblocks; ++blk) {
+        const FlushDenormals flush_denormals;
         const int64_t gi = blk / kblocks, k0 = (blk % kblocks) * MR;
         for (int64_t c = 0; c < Cg; ++c)
             for (int64_t i = 0; i < MR; ++i)

@@ -86,6 +86,26 @@ def test_direct_forward_matches_reference(rng, isa, name):
     assert_close(got, expected, 1e-4, dtype=np.float32)
 
 
+@pytest.mark.parametrize("name", ["pointwise_tail", "pointwise_small_plane", "one_channel_3x3"])
+def test_direct_forward_without_bias(rng, isa, name):
+    x, w, _, kw = _inputs(rng, DIRECT_CASES[name])
+    expected = ref.conv2d(x.astype(np.float64), w.astype(np.float64), None, **kw)
+    _poison_heap(expected.size * 4)
+    got = convkit.conv2d(x, w, **kw)
+    assert np.isfinite(got).all(), f"{name}: unwritten (NaN) output elements"
+    assert_close(got, expected, 1e-4, dtype=np.float32)
+
+
+def test_pointwise_without_input_channels_gives_bias(isa):
+    # No input channels: every output is its bias (a 1x1 layer once divided by zero here).
+    x = np.ones((2, 0, 5, 7), dtype=np.float32)
+    w = np.ones((3, 0, 1, 1), dtype=np.float32)
+    b = np.array([1.5, -2.0, 0.25], dtype=np.float32)
+    got = convkit.conv2d(x, w, b)
+    assert got.shape == (2, 3, 5, 7)
+    np.testing.assert_array_equal(got, np.broadcast_to(b[None, :, None, None], got.shape))
+
+
 @pytest.mark.parametrize("name", list(DIRECT_CASES))
 def test_direct_backward_weight_matches_reference(rng, isa, name):
     x, w, b, kw = _inputs(rng, DIRECT_CASES[name])

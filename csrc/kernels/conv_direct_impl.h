@@ -17,6 +17,8 @@
 //                                  is full on narrow planes)
 // The inputs are zero-padded rows, so no read needs a bounds check; w holds
 // KV*L channels per tap (zero for channels past the layer's, never stored).
+// The pointwise tile below reads x in place instead (full vectors of pixels
+// only; the caller zero-pads the last pixels of a plane).
 #pragma once
 #include <algorithm>
 #include <cstdint>
