@@ -40,9 +40,10 @@
 // Memory: one packed copy of the weights per call; scratch is per thread
 // (packed A/B blocks, an im2col row or panel, zero-padded input rows of at most
 // 2 MiB, a col block of at most 1 MiB for backward data, partial weight
-// gradients of at most 4 MiB), bounded independently of the batch size, allocated before each
-// parallel region and cached per calling thread. Nothing inside a region
-// allocates or throws.
+// gradients of at most 4 MiB, the pointwise path's zero-padded last pixels),
+// bounded independently of the batch size, allocated before each parallel
+// region and cached per calling thread. Nothing inside a region allocates or
+// throws.
 #include "conv2d.h"
 
 #include <algorithm>
@@ -179,6 +180,25 @@ std::vector<int64_t> band_pixel_offsets(const ConvGeometry& g, int64_t Wp, int64
     return offsets;
 }
 
+// Weights of `taps` terms per output channel as [group][block][tap][block
+// channels] and bias as [group][block][block channels], blocks of `block`
+// output channels, zero past Kg (the direct and pointwise tiles' layout).
+void pack_channel_blocks(const float* w, const float* bias, int64_t G, int64_t Kg, int64_t taps, int64_t block,
+                         int nt, float* wd, float* bd) {
+    const int64_t kblocks = ceil_div(Kg, block);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t blk = 0; blk < G * kblocks; ++blk) {
+        const FlushDenormals flush_denormals;
+        const int64_t gi = blk / kblocks, k0 = (blk % kblocks) * block;
+        float* d = wd + blk * taps * block;
+        for (int64_t t = 0; t < taps; ++t)
+            for (int64_t j = 0; j < block; ++j)
+                d[t * block + j] = k0 + j < Kg ? w[(gi * Kg + k0 + j) * taps + t] : 0.f;
+        for (int64_t j = 0; j < block; ++j)
+            bd[blk * block + j] = (bias && k0 + j < Kg) ? bias[gi * Kg + k0 + j] : 0.f;
+    }
+}
+
 // The direct kernel for this layer, or nullptr for the GEMM path.
 const DirectConvKernel* direct_conv_kernel(const ConvGeometry& g, DirectPass pass) {
     const DirectConvKernel* dk = direct_conv_kernel_for(active_isa());
@@ -254,17 +274,7 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
     Scratch<float> packed(1, G * kblocks * (wblock + KB), 2);
     float* wd = packed.get(0);
     float* bd = wd + G * kblocks * wblock;
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t blk = 0; blk < G * kblocks; ++blk) {
-        const FlushDenormals flush_denormals;
-        const int64_t gi = blk / kblocks, k0 = (blk % kblocks) * KB;
-        float* d = wd + blk * wblock;
-        for (int64_t t = 0; t < CRS; ++t)
-            for (int64_t j = 0; j < KB; ++j)
-                d[t * KB + j] = k0 + j < Kg ? w[(gi * Kg + k0 + j) * CRS + t] : 0.f;
-        for (int64_t j = 0; j < KB; ++j)
-            bd[blk * KB + j] = (bias && k0 + j < Kg) ? bias[gi * Kg + k0 + j] : 0.f;
-    }
+    pack_channel_blocks(w, bias, G, Kg, CRS, KB, nt, wd, bd);
     std::vector<int64_t> offsets(static_cast<size_t>(CRS));
     for (int64_t t = 0; t < CRS; ++t) {
         const int64_t c = t / RS, r = (t % RS) / S, s = t % S;
@@ -349,20 +359,11 @@ void pointwise_direct_forward(const ConvGeometry& g, const float* x, const float
     const int64_t MR = dk.pw_rows, PX = dk.pw_px, kblocks = ceil_div(Kg, MR);
     const int nt = threads_for_work(double(N) * K * P * Cg);
 
-    // Weights packed as [group][channel block][c][MR], bias as [group][block][MR],
-    // zero past Kg.
+    // Weights packed as [group][channel block][c][MR], bias as [group][block][MR].
     Scratch<float> packed(1, G * kblocks * MR * (Cg + 1), 2);
     float* wd = packed.get(0);
     float* bd = wd + G * kblocks * Cg * MR;
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t blk = 0; blk < G * kblocks; ++blk) {
-        const FlushDenormals flush_denormals;
-        const int64_t gi = blk / kblocks, k0 = (blk % kblocks) * MR;
-        for (int64_t c = 0; c < Cg; ++c)
-            for (int64_t i = 0; i < MR; ++i)
-                wd[(blk * Cg + c) * MR + i] = k0 + i < Kg ? w[(gi * Kg + k0 + i) * Cg + c] : 0.f;
-        for (int64_t i = 0; i < MR; ++i) bd[blk * MR + i] = (bias && k0 + i < Kg) ? bias[gi * Kg + k0 + i] : 0.f;
-    }
+    pack_channel_blocks(w, bias, G, Kg, Cg, MR, nt, wd, bd);
 
     // Runs of tiles whose x rows take up to 256 KiB (half of a 512 KiB L2: 1.3-2.4x
     // faster than runs kept within 16 KiB of L1, as each channel block then
