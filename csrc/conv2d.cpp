@@ -25,8 +25,8 @@
 //                  stride 1 is a correlation with the flipped kernel.
 //   backward wgt   float layers of the direct forward with at least 32 taps:
 //                  the direct tile with input channels in place of pixels,
-//                  reduced over the pixels of each band. Otherwise per task (batch chunk, group,
-//                  column block, row block): one GEMM
+//                  reduced over the pixels of each band. Otherwise per task
+//                  (batch chunk, group, column block, row block): one GEMM
 //                  grad_w = grad_y * im2col^T over the chunk's images.
 //   backward bias  per channel, 8 double lanes.
 //
@@ -382,23 +382,23 @@ void pointwise_direct_forward(const ConvGeometry& g, const float* x, const float
         const float* xg = x + (n * C + gi * Cg) * P;
         float* yg = y + (n * K + gi * Kg) * P;
         const int64_t t0 = r * run, t1 = std::min(tiles, t0 + run);
-        for (int64_t kb = 0; kb < kblocks; ++kb) {
-            const int64_t blk = gi * kblocks + kb, rows = std::min(MR, Kg - kb * MR);
-            const float* init = bias ? bd + blk * MR : nullptr;
-            for (int64_t t = t0; t < t1; ++t)
-                dk.pointwise(Cg, xg + t * PX, P, wd + blk * Cg * MR, init, rows, yg + kb * MR * P + t * PX);
-        }
-        if (r + 1 == runs && tail > 0) {
-            float* xs = scratch.get(thread_id());  // [Cg][PX] then [MR][PX]
-            float* ys = xs + Cg * PX;
+        // The last run also does the image's last pixels, from a zero-padded copy.
+        const bool last_pixels = r + 1 == runs && tail > 0;
+        float* xs = scratch.get(thread_id());  // [Cg][PX] then [MR][PX]
+        float* ys = xs + Cg * PX;
+        if (last_pixels)
             for (int64_t c = 0; c < Cg; ++c)
                 for (int64_t p = 0; p < PX; ++p) xs[c * PX + p] = p < tail ? xg[c * P + tiles * PX + p] : 0.f;
-            for (int64_t kb = 0; kb < kblocks; ++kb) {
-                const int64_t blk = gi * kblocks + kb, rows = std::min(MR, Kg - kb * MR);
-                dk.pointwise(Cg, xs, PX, wd + blk * Cg * MR, bias ? bd + blk * MR : nullptr, rows, ys);
-                for (int64_t i = 0; i < rows; ++i)
-                    std::memcpy(yg + (kb * MR + i) * P + tiles * PX, ys + i * PX, sizeof(float) * size_t(tail));
-            }
+        for (int64_t kb = 0; kb < kblocks; ++kb) {
+            const int64_t blk = gi * kblocks + kb, rows = std::min(MR, Kg - kb * MR);
+            const float* wk = wd + blk * Cg * MR;
+            const float* init = bias ? bd + blk * MR : nullptr;
+            float* yk = yg + kb * MR * P;
+            for (int64_t t = t0; t < t1; ++t) dk.pointwise(Cg, xg + t * PX, P, wk, init, rows, yk + t * PX);
+            if (!last_pixels) continue;
+            dk.pointwise(Cg, xs, PX, wk, init, rows, ys);
+            for (int64_t i = 0; i < rows; ++i)
+                std::memcpy(yk + i * P + tiles * PX, ys + i * PX, sizeof(float) * size_t(tail));
         }
     }
 }
