@@ -12,6 +12,7 @@ function's name and names the offending argument.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import operator
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # --------------------------------------------------------------------------- #
 
 def _is_int(v) -> bool:
+    if type(v) is int:  # the common case, without the ABC check
+        return True
     return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
 
@@ -91,6 +94,53 @@ def _batched(fn: str, name: str, shape) -> Tuple[int, int, int, int, bool]:
 # --------------------------------------------------------------------------- #
 # convolution
 # --------------------------------------------------------------------------- #
+
+# --------------------------------------------------------------------------- #
+# memoised geometries
+# --------------------------------------------------------------------------- #
+
+_SCALAR_KEY_TYPES = (int, bool, float, str, type(None), np.integer, np.floating, np.bool_, np.dtype)
+
+
+def _typed_key(v):
+    """Hashable key for an argument that tells 1, True, 1.0 and np.int64(1)
+    apart (they are equal, but not all of them are valid). TypeError for
+    anything else (arrays, custom objects): such calls are not memoised."""
+    t = type(v)
+    if t is tuple and all(type(e) is int for e in v):  # shapes: the common case
+        return v
+    if t is int or t is str or v is None:
+        return t, v
+    if isinstance(v, _SCALAR_KEY_TYPES):
+        return type(v), v
+    if t is tuple or t is list:
+        return t, tuple(_typed_key(e) for e in v)
+    raise TypeError
+
+
+def _memoized(geometry_fn):
+    """Cache a geometry function's results by its (typed) arguments: checking
+    and deriving a geometry costs tens of microseconds of Python, a large part
+    of a small layer's call. Geometries are frozen, so sharing them is safe;
+    calls that raise are not cached and raise again."""
+    cache = {}
+
+    @functools.wraps(geometry_fn)
+    def wrapper(*args, **kwargs):
+        try:
+            key = _typed_key(args), _typed_key(sorted(kwargs.items())) if kwargs else None
+        except TypeError:
+            return geometry_fn(*args, **kwargs)
+        result = cache.get(key)
+        if result is None:
+            result = geometry_fn(*args, **kwargs)
+            if len(cache) >= 1024:
+                cache.clear()
+            cache[key] = result
+        return result
+
+    return wrapper
+
 
 @dataclass(frozen=True)
 class ConvGeometry:
@@ -183,6 +233,7 @@ def _check_float_dtype(fn: str, name: str, dtype) -> None:
         raise TypeError(f"{fn}: {name} has dtype {np.dtype(dtype)}; accepted dtypes are float32 and float64")
 
 
+@_memoized
 def conv2d_geometry(fn: str, x_shape, w_shape, bias_shape=None, stride=1, padding=0,
                     dilation=1, groups=1) -> ConvGeometry:
     n, c, h, w, unbatched = _batched(fn, "input", x_shape)
@@ -215,6 +266,7 @@ def conv2d_geometry(fn: str, x_shape, w_shape, bias_shape=None, stride=1, paddin
     return ConvGeometry(n, c, h, w, k, r, s, oh, ow, sh, sw, pt, pb, pl, pr, dh, dw, groups, unbatched)
 
 
+@_memoized
 def conv_transpose2d_geometry(fn: str, x_shape, w_shape, bias_shape=None, stride=1, padding=0,
                               output_padding=0, groups=1, dilation=1) -> ConvGeometry:
     """Geometry of the forward convolution that conv_transpose2d is the adjoint of.
@@ -313,6 +365,7 @@ def _pool_output_size(size, kernel, pad, stride, dilation, ceil_mode):
     return out
 
 
+@_memoized
 def pool2d_geometry(fn: str, x_shape, kernel_size, stride=None, padding=0, dilation=1,
                     ceil_mode=False) -> PoolGeometry:
     n, c, h, w, unbatched = _batched(fn, "input", x_shape)
@@ -339,6 +392,7 @@ def pool2d_geometry(fn: str, x_shape, kernel_size, stride=None, padding=0, dilat
     return PoolGeometry(n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, unbatched)
 
 
+@_memoized
 def lp_pool2d_geometry(fn: str, x_shape, norm_type, kernel_size, stride=None, ceil_mode=False):
     if isinstance(norm_type, (bool, np.bool_)) or not isinstance(norm_type, numbers.Real):
         raise TypeError(f"{fn}: norm_type must be a real number, got {norm_type!r}")
@@ -373,6 +427,7 @@ class AdaptiveGeometry(_Planes):
     unbatched: bool = False
 
 
+@_memoized
 def adaptive_pool2d_geometry(fn: str, x_shape, output_size) -> AdaptiveGeometry:
     n, c, h, w, unbatched = _batched(fn, "input", x_shape)
     if c < 1 or h < 1 or w < 1:

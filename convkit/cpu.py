@@ -7,27 +7,38 @@ derives a shape itself.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import _C
 
 
+_FIELDS = {}  # struct class -> its field names (dir() costs ~10 us per call)
+
+
 def _struct(cls, geometry, **extra):
     s = cls()
-    for name in dir(s):
-        if not name.startswith("_"):
-            setattr(s, name, extra[name] if name in extra else getattr(geometry, name))
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = tuple(name for name in dir(s) if not name.startswith("_"))
+    for name in fields:
+        setattr(s, name, extra[name] if name in extra else getattr(geometry, name))
     return s
 
 
+# Geometries are frozen (and memoised by _params): their C structs are too.
+@functools.lru_cache(maxsize=1024)
 def _conv(g):
     return _struct(_C.ConvGeometry, g)
 
 
+@functools.lru_cache(maxsize=1024)
 def _pool(g):
     return _struct(_C.PoolGeometry, g, planes=g.planes)
 
 
+@functools.lru_cache(maxsize=1024)
 def _adaptive(g):
     return _struct(_C.AdaptiveGeometry, g, planes=g.planes)
 

@@ -8,6 +8,7 @@ before any kernel does.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -57,6 +58,8 @@ class _Backend:
         """C-contiguous, aligned 4-D view/copy of ``a`` (unbatched inputs get N=1)."""
         if self.xp is not np:
             return self.xp.ascontiguousarray(a).reshape(shape)
+        if type(a) is np.ndarray and a.flags.c_contiguous and a.flags.aligned:
+            return a if a.shape == shape else a.reshape(shape)  # no copy to check
         _check_alloc("convkit", (shape, a.dtype))
         return np.require(a, requirements=("C", "A")).reshape(shape)
 
@@ -94,7 +97,7 @@ def _check_alloc(fn, *shapes_and_dtypes):
     if _PHYSICAL_MEMORY is None:
         return
     for shape, dtype in shapes_and_dtypes:
-        nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+        nbytes = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
         if nbytes > _PHYSICAL_MEMORY:
             raise MemoryError(f"{fn}: an array of shape {tuple(shape)} ({nbytes / 2**30:.1f} GiB) does not "
                               f"fit in this machine's memory ({_PHYSICAL_MEMORY / 2**30:.1f} GiB)")

@@ -463,3 +463,27 @@ def test_hostile_indices_on_empty_batch_and_good_indices_still_work():
     assert y.shape == (0, 2, 2, 2) and idx.shape == (0, 2, 2, 2) and idx.dtype == np.int64
     gx = convkit.max_pool2d_backward(np.ones(y.shape), x, idx, 2)
     assert gx.shape == x.shape
+
+
+# Geometries are memoised by their arguments' values and types: a valid call
+# must not let an equal but invalid argument (True == 1, 1.0 == 1) through, and
+# arguments that cannot be keys (arrays) still work.
+@pytest.mark.parametrize("bad", [True, 1.0, (1, True), [1.0, 1]])
+def test_memoised_geometry_still_rejects_equal_invalid_arguments(bad):
+    x, w = R(1, 2, 6, 6, dtype=np.float32), R(3, 2, 3, 3, dtype=np.float32)
+    convkit.conv2d(x, w, stride=1)
+    convkit.conv2d(x, w, stride=(1, 1))
+    with pytest.raises(TypeError, match="conv2d: stride"):
+        convkit.conv2d(x, w, stride=bad)
+    convkit.max_pool2d(x, 2, padding=1)
+    with pytest.raises(TypeError, match="max_pool2d: padding"):
+        convkit.max_pool2d(x, 2, padding=True if bad is True else 1.0)
+
+
+def test_memoised_geometry_accepts_unhashable_and_numpy_arguments():
+    x, w = R(1, 2, 6, 6, dtype=np.float32), R(3, 2, 3, 3, dtype=np.float32)
+    expected = convkit.conv2d(x, w, stride=2, padding=1)
+    for stride, padding in ((np.array([2, 2]), np.array([1, 1])), (np.int64(2), [1, 1]), ((2, 2), (np.int32(1), 1))):
+        np.testing.assert_array_equal(convkit.conv2d(x, w, stride=stride, padding=padding), expected)
+    # The same shapes with other arguments give their own geometry.
+    assert convkit.conv2d(x, w, stride=1, padding=1).shape == (1, 3, 6, 6)
