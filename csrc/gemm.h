@@ -262,6 +262,9 @@ enum class Addressing { unit_stride, strided, per_pixel };
 using TileFn = void (*)(int64_t taps, const int64_t* off, const float* in, int64_t sw,
                         const float* const* px, const float* w, const float* init, float* out,
                         bool accumulate);
+// Pixel-lane tile (conv_direct_impl.h, lane_tile).
+using LaneTileFn = void (*)(int64_t taps, const int64_t* off, const float* in, const float* w, int64_t wld,
+                            const float* init, int64_t last, float* y, int64_t ld);
 }  // namespace dconv
 
 // Direct-convolution tiles for float (csrc/kernels/conv_direct_<isa>.cpp, see
@@ -282,6 +285,12 @@ struct DirectConvKernel {
     int pw_rows, pw_px;
     void (*pointwise)(int64_t channels, const float* x, int64_t ld, const float* w, const float* init, int64_t rows,
                       float* y);
+    // Pixel-lane tile of mr output channels x nv vectors of one output row's
+    // pixels (mr * nv <= lane_acc, nv <= 4), the vectors at v*lanes for v <
+    // nv - 1 and the last at `last`: y[i*ld + q] = init[i] + sum_t w[t*wld + i]
+    // * in[off[t] + q] (init 0 when null; increasing t, one FMA per term).
+    int lane_acc;
+    dconv::LaneTileFn (*lane_tile)(int mr, int nv);
 };
 #ifdef CONVKIT_HAVE_AVX2
 extern const DirectConvKernel direct_conv_avx2;

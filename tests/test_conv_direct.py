@@ -3,7 +3,9 @@ the same cases through the GEMM): register tiles that wrap from one output
 row onto the next (per-pixel tiles), partial last tiles, several passes over
 blocks of input channels, several bands of output rows, 1-vector (<= 8 output
 channels per group) and 2-vector tiles, strides, dilations, groups and bias;
-pointwise tiles (pixels in lanes) with pixel tails and partial channel blocks.
+pointwise tiles (pixels in lanes) with pixel tails and partial channel blocks;
+pixel-lane tiles of few-tap layers (a row's last vector overlapping the one
+before it, chunks of vectors, partial channel blocks, stride phases, bands).
 Each case is checked against the float64 reference, on a NaN-poisoned heap
 (an element left unwritten shows up as NaN), and bitwise across 1, 2 and 3
 threads."""
@@ -37,12 +39,36 @@ DIRECT_CASES = {
     "five_by_five": (1, 32, 14, 14, 64, (5, 5), dict(padding=2)),
     "single_output_row": (2, 16, 3, 30, 16, (3, 3), dict()),
     "tall_many_bands": (1, 32, 130, 9, 16, (3, 3), dict(padding=1)),
-    # Few taps (the forward takes the direct path from 9): 1-channel 3x3 with
-    # 20 output channels (a last channel block of 4), a 3-channel strided stem,
-    # LeNet's 1 -> 6 5x5 (one vector, 6 of 8 lanes stored).
+    # Few taps on rows narrower than one vector (7 wide): the channel-lane
+    # direct path from 9 taps, 20 output channels (a last block of 4); a
+    # 3-channel strided stem with 4-wide output rows.
+    "one_channel_7x7_plane": (3, 1, 7, 7, 20, (3, 3), dict(padding=1)),
+    "three_channel_stem_s2_narrow": (2, 3, 9, 11, 16, (3, 3), dict(stride=2, padding=1)),
+    # Pixel-lane path (few taps, rows of at least one vector). 13-wide rows:
+    # two vectors, the second overlapping 3 pixels of the first; 20 output
+    # channels in blocks of 4 (AVX2).
     "one_channel_3x3": (3, 1, 11, 13, 20, (3, 3), dict(padding=1)),
     "three_channel_stem_s2": (2, 3, 17, 19, 16, (3, 3), dict(stride=2, padding=1)),
+    # LeNet's 1 -> 6 5x5: 8-wide rows, one vector.
     "lenet_1_to_6": (2, 1, 12, 12, 6, (5, 5), dict()),
+    # Keras-MNIST's 1 -> 32 valid 3x3: 26-wide rows (the 4th vector at 18),
+    # channel blocks of 3 with a last block of 2.
+    "pixel_lane_rows26": (3, 1, 28, 28, 32, (3, 3), dict()),
+    # 70-wide rows: 9 vectors in 3 chunks; dilation and padding per axis.
+    "pixel_lane_chunks": (2, 2, 9, 70, 13, (3, 5), dict(padding=(1, 2), dilation=(2, 1))),
+    # 9-wide rows: the last vector overlaps 7 pixels of the first.
+    "pixel_lane_rows9": (2, 1, 9, 11, 5, (2, 3), dict(padding=(1, 0))),
+    # Stride 3: three column phases per padded row; 25 output channels.
+    "pixel_lane_stride3": (2, 3, 20, 40, 25, (3, 3), dict(stride=3, padding=1)),
+    # Stride 2, 7x7 (49 taps) on 64-wide rows.
+    "pixel_lane_stride2_7x7": (1, 1, 30, 128, 16, (7, 7), dict(stride=2, padding=3)),
+    "pixel_lane_groups": (2, 4, 12, 24, 10, (3, 3), dict(groups=2, padding=1)),
+    # 256-wide rows of 3 channels: several bands of output rows per image.
+    "pixel_lane_bands": (1, 3, 100, 256, 8, (3, 3), dict(padding=1)),
+    # 144 taps at stride 1 on rows of whole vectors.
+    "pixel_lane_144_taps": (2, 16, 10, 16, 20, (3, 3), dict(padding=1)),
+    # 'same' with an even kernel: more padding after than before.
+    "pixel_lane_same_even": (2, 1, 12, 20, 6, (4, 4), dict(padding="same")),
     # 53 output channels: the last 2-vector block holds 5 (partial transposes
     # for the forward's store and the backward weight's gather).
     "odd_channels_53": (2, 8, 9, 10, 53, (3, 3), dict(padding=1)),
@@ -86,7 +112,9 @@ def test_direct_forward_matches_reference(rng, isa, name):
     assert_close(got, expected, 1e-4, dtype=np.float32)
 
 
-@pytest.mark.parametrize("name", ["pointwise_tail", "pointwise_small_plane", "one_channel_3x3"])
+@pytest.mark.parametrize(
+    "name", ["pointwise_tail", "pointwise_small_plane", "one_channel_3x3", "one_channel_7x7_plane",
+             "pixel_lane_rows26", "pixel_lane_stride3"])
 def test_direct_forward_without_bias(rng, isa, name):
     x, w, _, kw = _inputs(rng, DIRECT_CASES[name])
     expected = ref.conv2d(x.astype(np.float64), w.astype(np.float64), None, **kw)
@@ -126,6 +154,10 @@ def test_direct_backward_weight_matches_reference(rng, isa, name):
         "one_vector",
         "tall_many_bands",
         "one_channel_3x3",
+        "one_channel_7x7_plane",
+        "pixel_lane_rows26",
+        "pixel_lane_chunks",
+        "pixel_lane_bands",
         "pointwise_tail",
         "pointwise_many_runs",
     ],

@@ -14,6 +14,7 @@ namespace convkit {
 namespace {
 struct V256 {
     using reg = __m256;
+    static constexpr int lane_acc = 12;
     static constexpr int lanes = 8, max_pw1 = 12, max_pw2 = 6, max_px2 = 6;
     static reg load(const float* p) { return _mm256_loadu_ps(p); }
     static reg zero() { return _mm256_setzero_ps(); }
@@ -25,6 +26,8 @@ struct V256 {
 
 // Pointwise tiles: 6 output channels x 16 pixels (12 accumulators).
 const DirectConvKernel direct_conv_avx2 = {8,  12, 6, 6, &dconv::tile_for<V256>, &dconv::store_channels,
-                                           &dconv::gather_channels, 6, 16, &dconv::pointwise_tile<V256, 6, 2>};
+                                           &dconv::gather_channels, 6, 16, &dconv::pointwise_tile<V256, 6, 2>,
+                                           V256::lane_acc,
+                                           &dconv::lane_tile_for<V256>};
 
 }  // namespace convkit

@@ -14,6 +14,7 @@ struct V512 {
     static constexpr int lanes = 16, max_pw1 = 24, max_pw2 = 14;
     // No per-pixel tiles: 14 base pointers would not stay in registers.
     static constexpr int max_px2 = 0;
+    static constexpr int lane_acc = 24;
     static reg load(const float* p) { return _mm512_loadu_ps(p); }
     static reg zero() { return _mm512_setzero_ps(); }
     static reg set1(float v) { return _mm512_set1_ps(v); }
@@ -24,6 +25,8 @@ struct V512 {
 
 // Pointwise tiles: 12 output channels x 32 pixels (24 accumulators).
 const DirectConvKernel direct_conv_avx512 = {16, 24, 14, 0, &dconv::tile_for<V512>, &dconv::store_channels,
-                                             &dconv::gather_channels, 12, 32, &dconv::pointwise_tile<V512, 12, 2>};
+                                             &dconv::gather_channels, 12, 32, &dconv::pointwise_tile<V512, 12, 2>,
+                                             V512::lane_acc,
+                                             &dconv::lane_tile_for<V512>};
 
 }  // namespace convkit

@@ -105,6 +105,71 @@ void pointwise_tile(int64_t channels, const float* x, int64_t ld, const float* w
     }
 }
 
+// The pixel-lane tile (see DirectConvKernel::lane_tile): MR output channels x
+// NV vectors of one output row's pixels, taps as offsets into zero-padded
+// rows, so y is written in place (no transposes). The operand held across the
+// inner loop is the smaller set (MR weights or NV pixel vectors), so
+// MR*NV + min(MR, NV) + 1 registers suffice.
+template <class V, int MR, int NV>
+void lane_tile(int64_t taps, const int64_t* off, const float* in, const float* w, int64_t wld, const float* init,
+               int64_t last, float* y, int64_t ld) {
+    constexpr int L = V::lanes;
+    auto at = [last](int v) { return v + 1 < NV ? int64_t(v) * L : last; };
+    typename V::reg acc[MR][NV];
+#pragma GCC unroll 24
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = init ? V::set1(init[i]) : V::zero();
+    for (int64_t t = 0; t < taps; ++t) {
+        const float* xt = in + off[t];
+        const float* wt = w + t * wld;
+        if constexpr (NV <= MR) {
+            typename V::reg xv[NV];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) xv[v] = V::load(xt + at(v));
+#pragma GCC unroll 24
+            for (int i = 0; i < MR; ++i) {
+                const typename V::reg wb = V::set1(wt[i]);
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; ++v) acc[i][v] = V::fmadd(wb, xv[v], acc[i][v]);
+            }
+        } else {
+            typename V::reg wb[MR];
+#pragma GCC unroll 24
+            for (int i = 0; i < MR; ++i) wb[i] = V::set1(wt[i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) {
+                const typename V::reg xv = V::load(xt + at(v));
+#pragma GCC unroll 24
+                for (int i = 0; i < MR; ++i) acc[i][v] = V::fmadd(wb[i], xv, acc[i][v]);
+            }
+        }
+    }
+#pragma GCC unroll 24
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) V::store(y + i * ld + at(v), acc[i][v]);
+}
+
+template <class V, int NV, int... MRs>
+LaneTileFn pick_lane(int mr, std::integer_sequence<int, MRs...>) {
+    LaneTileFn fns[] = {&lane_tile<V, MRs + 1, NV>...};
+    return fns[mr - 1];
+}
+
+// The pixel-lane tile for mr channels x nv vectors (mr * nv <= V::lane_acc,
+// 1 <= nv <= 4).
+template <class V>
+LaneTileFn lane_tile_for(int mr, int nv) {
+    constexpr int A = V::lane_acc;
+    switch (nv) {
+        case 1: return pick_lane<V, 1>(mr, std::make_integer_sequence<int, A>());
+        case 2: return pick_lane<V, 2>(mr, std::make_integer_sequence<int, A / 2>());
+        case 3: return pick_lane<V, 3>(mr, std::make_integer_sequence<int, A / 3>());
+        default: return pick_lane<V, 4>(mr, std::make_integer_sequence<int, A / 4>());
+    }
+}
+
 // y[j*ystride + p] = acc[p*kb + j] for j < kcount, p < npix: a band's sums
 // ([pixel][channel block]) into NCHW rows, in 8x8 register transposes (the
 // scalar loop was ~1/3 of the time of 8 -> 16 channel 3x3 layers).
