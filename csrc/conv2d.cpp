@@ -4,7 +4,11 @@
 // the direct paths in conv2d_depthwise.cpp.
 //
 // Paths:
-//   forward        float on AVX2/AVX-512, 3x3-like layers up to 256 output
+//   forward        float on AVX2/AVX-512, few taps (C/G * R * S up to 32, or
+//                  up to 75-144 on rows of whole vectors) on rows of at least
+//                  one vector: pixel-lane direct convolution (a row's pixels
+//                  in vector lanes, y written in place).
+//                  Otherwise 3x3-like layers up to 256 output
 //                  channels per group and of at least 9 taps (C/G * R * S):
 //                  direct convolution (output channels in vector lanes, taps
 //                  broadcast from zero-padded input rows, input channels in
@@ -40,7 +44,8 @@
 // Memory: one packed copy of the weights per call; scratch is per thread
 // (packed A/B blocks, an im2col row or panel, zero-padded input rows of at most
 // 2 MiB, a col block of at most 1 MiB for backward data, partial weight
-// gradients of at most 4 MiB, the pointwise path's zero-padded last pixels),
+// gradients of at most 4 MiB, the pointwise path's zero-padded last pixels,
+// the pixel-lane path's padded rows of at most 128 KiB),
 // bounded independently of the batch size, allocated before each parallel
 // region and cached per calling thread. Nothing inside a region allocates or
 // throws.
