@@ -466,9 +466,15 @@ void pad_phased_rows(const ConvGeometry& g, const float* x, int64_t channels, in
             }
             const float* xr = x + (c * H + ih) * W;
             for (int64_t phase = 0; phase < sw; ++phase) {
+                // dp[i] holds input column i * sw + phase - pad_left, zero outside
+                // [0, W): i in [lo, hi) reads the input.
                 float* dp = d + phase * Wph;
-                int64_t iw = phase - g.pad_left;
-                for (int64_t i = 0; i < Wph; ++i, iw += sw) dp[i] = iw >= 0 && iw < W ? xr[iw] : 0.f;
+                const int64_t first = phase - g.pad_left;
+                const int64_t lo = std::min(Wph, first >= 0 ? 0 : ceil_div(-first, sw));
+                const int64_t hi = std::max(lo, std::min(Wph, W - first > 0 ? ceil_div(W - first, sw) : 0));
+                std::fill(dp, dp + lo, 0.f);
+                for (int64_t i = lo; i < hi; ++i) dp[i] = xr[first + i * sw];
+                std::fill(dp + hi, dp + Wph, 0.f);
             }
         }
 }
