@@ -118,6 +118,21 @@ def _typed_key(v):
     raise TypeError
 
 
+def _plain_key(args):
+    """``args`` itself when every argument is a str, None, an int (not a
+    bool) or a tuple of ints, whose equality implies equal validity; else
+    None. (Such a key cannot equal a _typed_key, whose items are (type,
+    value) pairs.)"""
+    for a in args:
+        t = type(a)
+        if t is int or t is str or a is None:
+            continue
+        if t is tuple and all(type(e) is int for e in a):
+            continue
+        return None
+    return args
+
+
 def _memoized(geometry_fn):
     """Cache a geometry function's results by its (typed) arguments: checking
     and deriving a geometry costs tens of microseconds of Python, a large part
@@ -127,10 +142,12 @@ def _memoized(geometry_fn):
 
     @functools.wraps(geometry_fn)
     def wrapper(*args, **kwargs):
-        try:
-            key = _typed_key(args), _typed_key(sorted(kwargs.items())) if kwargs else None
-        except TypeError:
-            return geometry_fn(*args, **kwargs)
+        key = None if kwargs else _plain_key(args)
+        if key is None:
+            try:
+                key = _typed_key(args), _typed_key(sorted(kwargs.items())) if kwargs else None
+            except TypeError:
+                return geometry_fn(*args, **kwargs)
         result = cache.get(key)
         if result is None:
             result = geometry_fn(*args, **kwargs)

@@ -23,7 +23,8 @@ BACKENDS = ("cpu", "cuda", "reference")
 # --------------------------------------------------------------------------- #
 
 def _is_cupy(a) -> bool:
-    return type(a).__module__.split(".")[0] == "cupy"
+    module = type(a).__module__
+    return module == "cupy" or module.startswith("cupy.")
 
 
 class _Backend:
@@ -78,7 +79,13 @@ def _backend(fn, backend, *arrays) -> _Backend:
         raise TypeError(f"{fn}: backend='cuda' takes CuPy arrays")
     if backend == "cuda" and not any(on_gpu):
         raise TypeError(f"{fn}: backend='cuda' takes CuPy arrays, got NumPy arrays (move them with cupy.asarray)")
-    return _Backend(backend)
+    be = _BACKEND_CACHE.get(backend)
+    if be is None:
+        be = _BACKEND_CACHE[backend] = _Backend(backend)  # raises (and caches nothing) if unavailable
+    return be
+
+
+_BACKEND_CACHE = {}
 
 
 def _physical_memory_bytes():
@@ -104,7 +111,7 @@ def _check_alloc(fn, *shapes_and_dtypes):
 
 
 def _public(a, geometry):
-    return a.reshape(geometry.public_shape(a.shape))
+    return a.reshape(geometry.public_shape(a.shape)) if geometry.unbatched else a
 
 
 # --------------------------------------------------------------------------- #
