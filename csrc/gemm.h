@@ -54,6 +54,10 @@ inline void split_row_impl(const T* __restrict row, int64_t nb, int64_t panel_st
 template <typename T>
 using GemmMicroKernel = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc,
                                  int accumulate, const T* init);
+// The same with A read in place from mr rows lda apart: A(i, k) = a[i*lda + k].
+template <typename T>
+using GemmRowsMicroKernel = void (*)(int64_t kc, const T* a, int64_t lda, const T* b, T* c, int64_t ldc,
+                                     int accumulate, const T* init);
 
 // Panel transpose: dst[l*rows + j] = src[j*ld + l] for j < rows, l < kb
 // (packs `rows` contiguous im2col rows as one B panel of width rows).
@@ -72,6 +76,7 @@ struct GemmKernel {
     int64_t mc = 128;        // rows of A per packed block
     int64_t nc = 512;        // columns of B per packed block
     GemmMicroKernel<T> ukr = nullptr;
+    GemmRowsMicroKernel<T> ukr_rows = nullptr;  // nullptr: A is always packed
     PanelTransposeFn<T> transpose = nullptr;
     RowSplitFn<T> split_row = nullptr;
     Isa isa = Isa::generic;
@@ -98,6 +103,7 @@ void panel_transpose_generic_f64(const double*, int64_t, int64_t, int64_t, doubl
 extern const int gemm_generic_f32_mr, gemm_generic_f32_nr, gemm_generic_f64_mr, gemm_generic_f64_nr;
 #ifdef CONVKIT_HAVE_AVX2
 void gemm_ukr_avx2_f32(int64_t, const float*, const float*, float*, int64_t, int, const float*);
+void gemm_ukr_rows_avx2_f32(int64_t, const float*, int64_t, const float*, float*, int64_t, int, const float*);
 void gemm_ukr_avx2_f64(int64_t, const double*, const double*, double*, int64_t, int, const double*);
 void panel_transpose_avx2_f32(const float*, int64_t, int64_t, int64_t, float*);
 void split_row_avx2_f32(const float*, int64_t, int64_t, float*);
@@ -301,6 +307,18 @@ extern const DirectConvKernel direct_conv_avx512;
 // The kernel for an instruction set, or nullptr (generic builds use the GEMM path).
 const DirectConvKernel* direct_conv_kernel_for(Isa isa);
 
+// What a pack_a may return to have A read in place (kernels with ukr_rows):
+// A(i, k) = a[i*lda + k] for the block's rows i and reduction indices k.
+template <typename T>
+struct RowsA {
+    const T* a;
+    int64_t lda;
+};
+
+template <typename T>
+inline void pack_a_strided(const T* a, int64_t rs, int64_t cs, int64_t mr, int64_t i0, int64_t mb, int64_t p0,
+                           int64_t kb, T* dst, PanelTransposeFn<T> transpose = nullptr);
+
 // Scratch for one gemm_run call: packed A and B blocks, one tile, bias padding.
 template <typename T>
 inline int64_t gemm_scratch_size(const GemmKernel<T>& kr) {
@@ -337,12 +355,26 @@ void gemm_run(const GemmKernel<T>& kr, int64_t M, int64_t N, int64_t K, PackA&& 
             pack_b(pc, kb, jc, nb, bbuf);
             for (int64_t ic = 0; ic < M; ic += kr.mc) {
                 const int64_t mb = std::min(kr.mc, M - ic);
-                // pack_a either packs into abuf or returns its own pre-packed block.
+                // pack_a either packs into abuf, returns its own pre-packed
+                // block, or returns rows to read in place (RowsA: then only a
+                // last panel of fewer than mr rows is packed, zero padded).
                 const T* ablock = abuf;
-                if constexpr (std::is_void_v<decltype(pack_a(ic, mb, pc, kb, abuf))>)
+                const T* arows = nullptr;
+                int64_t lda = 0;
+                using PackAResult = decltype(pack_a(ic, mb, pc, kb, abuf));
+                if constexpr (std::is_void_v<PackAResult>) {
                     pack_a(ic, mb, pc, kb, abuf);
-                else
+                } else if constexpr (std::is_same_v<PackAResult, RowsA<T>>) {
+                    const RowsA<T> ra = pack_a(ic, mb, pc, kb, abuf);
+                    arows = ra.a;
+                    lda = ra.lda;
+                    const int64_t ip = mb / mr * mr;
+                    if (ip < mb)
+                        pack_a_strided<T>(arows, lda, int64_t(1), mr, ip, mb - ip, 0, kb, abuf + (ip / mr) * kb * mr,
+                                          nullptr);
+                } else {
                     ablock = pack_a(ic, mb, pc, kb, abuf);
+                }
                 for (int64_t jr = 0; jr < nb; jr += nr) {
                     const int64_t nn = std::min(nr, nb - jr);
                     const T* bp = bbuf + (jr / nr) * kb * nr;
@@ -359,14 +391,21 @@ void gemm_run(const GemmKernel<T>& kr, int64_t M, int64_t N, int64_t K, PackA&& 
                                 init = init_pad;
                             }
                         }
+                        const bool in_place = arows && mm == mr;
                         if (mm == mr && nn == nr) {
-                            kr.ukr(kb, ap, bp, c, ldc, acc ? 1 : 0, init);
+                            if (in_place)
+                                kr.ukr_rows(kb, arows + ir * lda, lda, bp, c, ldc, acc ? 1 : 0, init);
+                            else
+                                kr.ukr(kb, ap, bp, c, ldc, acc ? 1 : 0, init);
                         } else {
                             if (acc) {
                                 for (int64_t i = 0; i < mm; ++i)
                                     for (int64_t j = 0; j < nn; ++j) tile[i * nr + j] = c[i * ldc + j];
                             }
-                            kr.ukr(kb, ap, bp, tile, nr, acc ? 1 : 0, init);
+                            if (in_place)
+                                kr.ukr_rows(kb, arows + ir * lda, lda, bp, tile, nr, acc ? 1 : 0, init);
+                            else
+                                kr.ukr(kb, ap, bp, tile, nr, acc ? 1 : 0, init);
                             for (int64_t i = 0; i < mm; ++i)
                                 for (int64_t j = 0; j < nn; ++j) c[i * ldc + j] = tile[i * nr + j];
                         }
@@ -381,7 +420,7 @@ void gemm_run(const GemmKernel<T>& kr, int64_t M, int64_t N, int64_t K, PackA&& 
 template <typename T>
 inline void pack_a_strided(const T* a, int64_t rs, int64_t cs, int64_t mr, int64_t i0, int64_t mb,
                            int64_t p0, int64_t kb, T* dst,
-                           PanelTransposeFn<T> transpose = nullptr) {
+                           PanelTransposeFn<T> transpose) {
     for (int64_t ip = 0; ip < mb; ip += mr) {
         const int64_t mm = std::min(mr, mb - ip);
         T* d = dst + (ip / mr) * kb * mr;

@@ -483,3 +483,22 @@ def test_conv2d_large_shapes(rng, isa, name, dtype):
         for g, e in zip(convkit.conv_transpose2d_backward(up(out).astype(dtype), gy, w, **kwt),
                         ref.conv_transpose2d_backward(up(out), up(gy), up(w), **kwt)):
             assert_close(g, e, rtol, dtype=dtype)
+
+
+# The GEMM forward reads the weights in place (no packed copy) when a call has
+# at most 1024 output pixels over the batch (float32, AVX2), and packs them
+# otherwise; both run the same arithmetic. So an image convolved alone (49
+# pixels: weights in place) gives the same bits as inside a batch of 32 (1568
+# pixels: packed weights), with 3x3 and 1x1 kernels, reductions over several
+# kc blocks and output channels that are not a multiple of the 6-row tile.
+@pytest.mark.parametrize("k, c, kernel, padding", [(302, 70, 3, 1), (130, 520, 1, 0), (512, 512, 3, 1)])
+def test_conv2d_batch_of_one_matches_its_batch(rng, isa, k, c, kernel, padding):
+    x = rng.standard_normal((32, c, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((k, c, kernel, kernel)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    batch = convkit.conv2d(x, w, b, padding=padding)
+    for n in (0, 5, 31):
+        alone = convkit.conv2d(x[n:n + 1], w, b, padding=padding)
+        assert_bitwise_equal(alone[0], batch[n], err_msg=f"image {n}")
+    expected = ref.conv2d(x[5:6].astype(np.float64), w.astype(np.float64), b.astype(np.float64), padding=padding)
+    assert_close(convkit.conv2d(x[5:6], w, b, padding=padding), expected, 1e-4, dtype=np.float32)

@@ -11,8 +11,12 @@ namespace convkit {
 const int gemm_avx2_f32_mr = 6, gemm_avx2_f32_nr = 16;
 const int gemm_avx2_f64_mr = 6, gemm_avx2_f64_nr = 8;
 
-void gemm_ukr_avx2_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                       int accumulate, const float* init) {
+namespace {
+// A(i, k) is a[k*6 + i] (a packed panel) or, with Rows, a[i*lda + k] (rows of
+// a row-major matrix read in place); the same FMAs in the same order either way.
+template <bool Rows>
+inline __attribute__((always_inline)) void ukr_f32(int64_t kc, const float* a, int64_t lda, const float* b,
+                                                   float* c, int64_t ldc, int accumulate, const float* init) {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     if (accumulate) {
         c00 = _mm256_loadu_ps(c + 0 * ldc); c01 = _mm256_loadu_ps(c + 0 * ldc + 8);
@@ -28,17 +32,24 @@ void gemm_ukr_avx2_f32(int64_t kc, const float* a, const float* b, float* c, int
     } else {
         c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
     }
+    const float* a0 = a;
+    const float* a1 = a + (Rows ? lda : 1);
+    const float* a2 = a + (Rows ? 2 * lda : 2);
+    const float* a3 = a + (Rows ? 3 * lda : 3);
+    const float* a4 = a + (Rows ? 4 * lda : 4);
+    const float* a5 = a + (Rows ? 5 * lda : 5);
+    constexpr int64_t step = Rows ? 1 : 6;
     for (int64_t k = 0; k < kc; ++k) {
         const __m256 b0 = _mm256_loadu_ps(b);
         const __m256 b1 = _mm256_loadu_ps(b + 8);
+        const int64_t o = k * step;
         __m256 av;
-        av = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(av, b0, c00); c01 = _mm256_fmadd_ps(av, b1, c01);
-        av = _mm256_broadcast_ss(a + 1); c10 = _mm256_fmadd_ps(av, b0, c10); c11 = _mm256_fmadd_ps(av, b1, c11);
-        av = _mm256_broadcast_ss(a + 2); c20 = _mm256_fmadd_ps(av, b0, c20); c21 = _mm256_fmadd_ps(av, b1, c21);
-        av = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(av, b0, c30); c31 = _mm256_fmadd_ps(av, b1, c31);
-        av = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(av, b0, c40); c41 = _mm256_fmadd_ps(av, b1, c41);
-        av = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(av, b0, c50); c51 = _mm256_fmadd_ps(av, b1, c51);
-        a += 6;
+        av = _mm256_broadcast_ss(a0 + o); c00 = _mm256_fmadd_ps(av, b0, c00); c01 = _mm256_fmadd_ps(av, b1, c01);
+        av = _mm256_broadcast_ss(a1 + o); c10 = _mm256_fmadd_ps(av, b0, c10); c11 = _mm256_fmadd_ps(av, b1, c11);
+        av = _mm256_broadcast_ss(a2 + o); c20 = _mm256_fmadd_ps(av, b0, c20); c21 = _mm256_fmadd_ps(av, b1, c21);
+        av = _mm256_broadcast_ss(a3 + o); c30 = _mm256_fmadd_ps(av, b0, c30); c31 = _mm256_fmadd_ps(av, b1, c31);
+        av = _mm256_broadcast_ss(a4 + o); c40 = _mm256_fmadd_ps(av, b0, c40); c41 = _mm256_fmadd_ps(av, b1, c41);
+        av = _mm256_broadcast_ss(a5 + o); c50 = _mm256_fmadd_ps(av, b0, c50); c51 = _mm256_fmadd_ps(av, b1, c51);
         b += 16;
     }
     _mm256_storeu_ps(c + 0 * ldc, c00); _mm256_storeu_ps(c + 0 * ldc + 8, c01);
@@ -47,6 +58,17 @@ void gemm_ukr_avx2_f32(int64_t kc, const float* a, const float* b, float* c, int
     _mm256_storeu_ps(c + 3 * ldc, c30); _mm256_storeu_ps(c + 3 * ldc + 8, c31);
     _mm256_storeu_ps(c + 4 * ldc, c40); _mm256_storeu_ps(c + 4 * ldc + 8, c41);
     _mm256_storeu_ps(c + 5 * ldc, c50); _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+}
+}  // namespace
+
+void gemm_ukr_avx2_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int accumulate,
+                       const float* init) {
+    ukr_f32<false>(kc, a, 0, b, c, ldc, accumulate, init);
+}
+
+void gemm_ukr_rows_avx2_f32(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
+                            int accumulate, const float* init) {
+    ukr_f32<true>(kc, a, lda, b, c, ldc, accumulate, init);
 }
 
 void gemm_ukr_avx2_f64(int64_t kc, const double* a, const double* b, double* c, int64_t ldc,
