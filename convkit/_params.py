@@ -99,7 +99,7 @@ def _batched(fn: str, name: str, shape) -> Tuple[int, int, int, int, bool]:
 # memoised geometries
 # --------------------------------------------------------------------------- #
 
-_SCALAR_KEY_TYPES = (int, bool, float, str, type(None), np.integer, np.floating, np.bool_, np.dtype)
+_SCALAR_KEY_TYPES = (int, bool, float, str, type(None), np.integer, np.floating, np.bool_)
 
 
 def _typed_key(v):
@@ -121,8 +121,9 @@ def _typed_key(v):
 def _plain_key(args):
     """``args`` itself when every argument is a str, None, an int (not a
     bool) or a tuple of ints, whose equality implies equal validity; else
-    None. (Such a key cannot equal a _typed_key, whose items are (type,
-    value) pairs.)"""
+    None. (Such a key, a tuple whose first item is the function name, cannot
+    equal the (typed args, typed kwargs) pair the memo uses otherwise, whose
+    first item is a tuple.)"""
     for a in args:
         t = type(a)
         if t is int or t is str or a is None:

@@ -5,7 +5,8 @@
 //
 // Paths:
 //   forward        float on AVX2/AVX-512, few taps (C/G * R * S up to 32, or
-//                  up to 75-144 on rows of whole vectors) on rows of at least
+//                  up to 75-144 on rows of whole vectors with at most 64
+//                  output channels per group; not 1x1) on rows of at least
 //                  one vector: pixel-lane direct convolution (a row's pixels
 //                  in vector lanes, y written in place).
 //                  Otherwise 3x3-like layers up to 256 output
@@ -45,7 +46,7 @@
 // (packed A/B blocks, an im2col row or panel, zero-padded input rows of at most
 // 2 MiB, a col block of at most 1 MiB for backward data, partial weight
 // gradients of at most 4 MiB, the pointwise path's zero-padded last pixels,
-// the pixel-lane path's padded rows of at most 128 KiB),
+// the pixel-lane path's padded rows: 128 KiB, or one output row's),
 // bounded independently of the batch size, allocated before each parallel
 // region and cached per calling thread. Nothing inside a region allocates or
 // throws.
@@ -435,18 +436,23 @@ namespace {
 // AlexNet stems).
 const DirectConvKernel* pixel_lane_kernel(const ConvGeometry& g) {
     const DirectConvKernel* dk = direct_conv_kernel_for(active_isa());
-    if (!dk) return nullptr;
     // Rows narrower than a 16-lane vector: 8 lanes.
-    if (g.out_w < dk->lanes) dk = direct_conv_kernel_for(Isa::avx2);
-    if (g.out_w < dk->lanes) return nullptr;
+    if (dk && g.out_w < dk->lanes) dk = direct_conv_kernel_for(Isa::avx2);
+    if (!dk || g.out_w < dk->lanes) return nullptr;
     const int64_t CRS = (g.in_channels / g.groups) * g.kernel_h * g.kernel_w;
     const bool whole_vectors = g.out_w % dk->lanes == 0;
     const int64_t max_taps = !whole_vectors ? 32 : g.stride_w == 1 ? 144 : 75;
+    // Past 32 taps only measured up to 64 output channels per group (16 ->
+    // 64 even); 1x1 layers have the pointwise and GEMM paths.
+    const bool few_outputs = CRS <= 32 || g.out_channels / g.groups <= 64;
     // The padded rows of one output row must be small (huge paddings or
     // dilations are legal but take the other paths).
     const int64_t band1 = sat_mul(sat_mul(g.in_channels / g.groups, padded_band_rows(g, 1)),
                                   sat_mul(g.stride_w, ceil_div(padded_row_width(g), g.stride_w)));
-    return CRS >= 1 && CRS <= max_taps && band1 <= (int64_t(1) << 22) ? dk : nullptr;
+    return CRS >= 1 && CRS <= max_taps && few_outputs && g.kernel_h * g.kernel_w > 1 &&
+                   band1 <= (int64_t(1) << 22)
+               ? dk
+               : nullptr;
 }
 
 // Zero-padded rows [pr0, pr1) of `channels` input planes (as pad_input_rows),
@@ -496,7 +502,8 @@ void pixel_lane_forward(const ConvGeometry& g, const float* x, const float* w, c
     const int64_t L = dk.lanes;
 
     // Rows of sw phases of Wph padded columns; bands of output rows whose
-    // padded rows stay within 128 KiB, enough bands to go round the threads.
+    // padded rows stay within 128 KiB (down to one output row, whose rows
+    // pixel_lane_kernel bounds), enough bands to go round the threads.
     const int64_t Wph = ceil_div(padded_row_width(g), sw), row = sw * Wph;
     auto band_rows = [&](int64_t b) { return padded_band_rows(g, b); };
     int64_t b = OH;
