@@ -215,6 +215,27 @@ const DirectConvKernel* direct_conv_kernel(const ConvGeometry& g, DirectPass pas
 }
 
 
+// Output rows per band of the forward direct paths: halved from OH until
+// fits(b), then until there are 4 bands per thread over images and groups.
+template <class Fits>
+int64_t band_height(const ConvGeometry& g, int nt, Fits&& fits) {
+    int64_t b = g.out_h;
+    while (b > 1 && !fits(b)) b = ceil_div(b, 2);
+    while (b > 1 && g.batch * g.groups * ceil_div(g.out_h, b) < 4 * int64_t(nt)) b = ceil_div(b, 2);
+    return b;
+}
+
+// Forward direct task `task` of N * G * bands (image, group, band of b output
+// rows): its output rows [oh0, oh1) and the padded input rows [pr0, pr1) they read.
+struct BandTask {
+    int64_t n, gi, oh0, oh1, pr0, pr1;
+};
+inline BandTask band_task(const ConvGeometry& g, int64_t task, int64_t bands, int64_t b) {
+    const int64_t band = task % bands, gi = (task / bands) % g.groups, n = task / (bands * g.groups);
+    const int64_t oh0 = band * b, oh1 = std::min(g.out_h, oh0 + b), pr0 = oh0 * g.stride_h;
+    return {n, gi, oh0, oh1, pr0, pr0 + padded_band_rows(g, oh1 - oh0)};
+}
+
 // Zero-padded rows [pr0, pr1) (padded-row coordinates: input row pr - pad_top)
 // of `channels` consecutive input planes, Wp wide, plane `plane` apart.
 template <typename T>
@@ -261,10 +282,9 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
     auto band_rows = [&](int64_t b) { return padded_band_rows(g, b); };
     const int64_t band_budget = int64_t(1) << 17, acc_budget = int64_t(1) << 13;
     const int64_t row_acc = OW * KB;  // partial sums of one output row
-    int64_t b = OH;
-    while (b > 1 && (sat_mul(sat_mul(Cg, band_rows(b)), Wp) > band_budget || sat_mul(b, row_acc) > acc_budget))
-        b = ceil_div(b, 2);
-    while (b > 1 && N * G * ceil_div(OH, b) < 4 * int64_t(nt)) b = ceil_div(b, 2);
+    const int64_t b = band_height(g, nt, [&](int64_t rows) {
+        return sat_mul(sat_mul(Cg, band_rows(rows)), Wp) <= band_budget && sat_mul(rows, row_acc) <= acc_budget;
+    });
     const int64_t bands = ceil_div(OH, b), plane = band_rows(b) * Wp;
     const int64_t tasks = N * G * bands;
     // Input channels per pass over the band's tiles: the pass's weights and
@@ -297,9 +317,7 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
         const FlushDenormals flush_denormals;
-        const int64_t band = task % bands, gi = (task / bands) % G, n = task / (bands * G);
-        const int64_t oh0 = band * b, oh1 = std::min(OH, oh0 + b);
-        const int64_t pr0 = oh0 * sh, pr1 = pr0 + band_rows(oh1 - oh0);
+        const auto [n, gi, oh0, oh1, pr0, pr1] = band_task(g, task, bands, b);
         float* pad = scratch.get(thread_id());
         float* acc = pad + Cg * plane;  // [band pixel][KB]
         pad_input_rows(g, x + (n * C + gi * Cg) * H * W, Cg, pr0, pr1, Wp, plane, pad);
@@ -506,9 +524,8 @@ void pixel_lane_forward(const ConvGeometry& g, const float* x, const float* w, c
     // pixel_lane_kernel bounds), enough bands to go round the threads.
     const int64_t Wph = ceil_div(padded_row_width(g), sw), row = sw * Wph;
     auto band_rows = [&](int64_t b) { return padded_band_rows(g, b); };
-    int64_t b = OH;
-    while (b > 1 && sat_mul(sat_mul(Cg, band_rows(b)), row) > (int64_t(1) << 15)) b = ceil_div(b, 2);
-    while (b > 1 && N * G * ceil_div(OH, b) < 4 * int64_t(nt)) b = ceil_div(b, 2);
+    const int64_t b =
+        band_height(g, nt, [&](int64_t rows) { return sat_mul(sat_mul(Cg, band_rows(rows)), row) <= (1 << 15); });
     const int64_t bands = ceil_div(OH, b), plane = band_rows(b) * row, tasks = N * G * bands;
 
     // Chunks of a row's vectors, as even as possible (3 + 2 rather than 4 + 1:
@@ -546,9 +563,7 @@ void pixel_lane_forward(const ConvGeometry& g, const float* x, const float* w, c
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
         const FlushDenormals flush_denormals;
-        const int64_t band = task % bands, gi = (task / bands) % G, n = task / (bands * G);
-        const int64_t oh0 = band * b, oh1 = std::min(OH, oh0 + b);
-        const int64_t pr0 = oh0 * sh, pr1 = pr0 + band_rows(oh1 - oh0);
+        const auto [n, gi, oh0, oh1, pr0, pr1] = band_task(g, task, bands, b);
         float* pad = scratch.get(thread_id());
         pad_phased_rows(g, x + (n * C + gi * Cg) * H * W, Cg, pr0, pr1, Wph, plane, pad);
         const float* wg = wd + gi * CRS * Kg;
