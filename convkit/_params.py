@@ -92,10 +92,6 @@ def _batched(fn: str, name: str, shape) -> Tuple[int, int, int, int, bool]:
 
 
 # --------------------------------------------------------------------------- #
-# convolution
-# --------------------------------------------------------------------------- #
-
-# --------------------------------------------------------------------------- #
 # memoised geometries
 # --------------------------------------------------------------------------- #
 
@@ -109,10 +105,8 @@ def _typed_key(v):
     t = type(v)
     if t is tuple and all(type(e) is int for e in v):  # shapes: the common case
         return v
-    if t is int or t is str or v is None:
-        return t, v
     if isinstance(v, _SCALAR_KEY_TYPES):
-        return type(v), v
+        return t, v
     if t is tuple or t is list:
         return t, tuple(_typed_key(e) for e in v)
     raise TypeError
@@ -159,6 +153,10 @@ def _memoized(geometry_fn):
 
     return wrapper
 
+
+# --------------------------------------------------------------------------- #
+# convolution
+# --------------------------------------------------------------------------- #
 
 @dataclass(frozen=True)
 class ConvGeometry:
