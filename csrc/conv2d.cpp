@@ -23,7 +23,8 @@
 //                  rows, bias as the starting value of each sum; 1x1/s1/p0
 //                  reads x in place.
 //   backward data  stride 1: the forward convolution of grad_y with the
-//                  flipped, transposed weight. Otherwise per task (image,
+//                  flipped, transposed weight (1x1 layers on the GEMM path
+//                  read the weight by columns, no transposed copy). Otherwise per task (image,
 //                  group, input-channel chunk): for each pixel tile,
 //                  col = W^T * grad_y (GEMM) then col2im into the task's own
 //                  channels; 1x1/s1/p0 is one GEMM into grad_x; depthwise
@@ -736,6 +737,19 @@ inline void copy_run(T* __restrict dst, const T* __restrict src, int64_t n, int6
 }
 constexpr int64_t kRunSlack = 16;  // >= copy_run's overrun (at most 7)
 
+// Which forward path takes a layer (conv2d_forward's dispatch).
+enum class ForwardPath { depthwise, pixel_lane, direct, pointwise, gemm };
+template <typename T>
+ForwardPath forward_path(const ConvGeometry& g) {
+    if (dw::use_direct(g)) return ForwardPath::depthwise;
+    if constexpr (std::is_same_v<T, float>) {
+        if (pixel_lane_kernel(g)) return ForwardPath::pixel_lane;
+        if (direct_conv_kernel(g, DirectPass::forward)) return ForwardPath::direct;
+        if (direct_conv_kernel_for(active_isa()) && use_pointwise_direct(g)) return ForwardPath::pointwise;
+    }
+    return ForwardPath::gemm;
+}
+
 // The forward GEMM runs over the whole batch of a group: column j is output
 // pixel j % P of image j / P, so small planes share panels across images and
 // the packed weights are reused for every column tile. A tile's B rows are
@@ -743,18 +757,10 @@ constexpr int64_t kRunSlack = 16;  // >= copy_run's overrun (at most 7)
 // of the current reduction block): every kernel tap then reads runs of output
 // row pixels with no bounds checks. Where those copies would be too large the
 // rows come from im2col_row, and 1x1/s1/p0 rows are read in place.
+// The weights are w[k][c][r][s], or with w_transposed (1x1 layers only) the
+// transposed layer's w[c][k] (backward data: no transposed copy is made).
 template <typename T>
-void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
-    const FlushDenormals flush_denormals;  // serial parts too (see conv_common.h)
-    if (g.y_size() <= 0) return;
-    if (dw::use_direct(g)) return dw::forward(g, x, w, bias, y);
-    if constexpr (std::is_same_v<T, float>) {
-        if (const DirectConvKernel* lk = pixel_lane_kernel(g)) return pixel_lane_forward(g, x, w, bias, y, *lk);
-        if (const DirectConvKernel* dk = direct_conv_kernel(g, DirectPass::forward))
-            return direct_conv_forward(g, x, w, bias, y, *dk);
-        const DirectConvKernel* pk = direct_conv_kernel_for(active_isa());
-        if (pk && use_pointwise_direct(g)) return pointwise_direct_forward(g, x, w, bias, y, *pk);
-    }
+void gemm_forward(const ConvGeometry& g, const T* x, const T* w, bool w_transposed, const T* bias, T* y) {
     const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
     const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
     const int64_t Cg = C / G, Kg = K / G, OH = g.out_h, OW = g.out_w, P = OH * OW;
@@ -764,6 +770,8 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     const int64_t mr = kr.mr, nr = kr.nr;
     const int nt = threads_for_work(double(N) * K * P * CRS);
     const bool pointwise = is_pointwise_identity(g);
+    // A(i, k) = w[gi*Kg*CRS + i*w_rs + k*w_cs] for group gi.
+    const int64_t w_rs = w_transposed ? 1 : CRS, w_cs = w_transposed ? Kg : 1;
 
     // Column tiles: inside one image for large planes, across the batch for
     // small ones; few tiles are made a multiple of the thread count.
@@ -824,11 +832,15 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     // channels (Zen 3, 2 threads: 512 -> 512 3x3 4.0 -> 2.9 ms, 512 -> 2048
     // 1x1 1.8 -> 1.1 ms, 256 -> 1024 1x1 at 14x14 1.20 -> 1.00 ms). With
     // thousands of columns packing is noise, and rows 4 KiB apart (1024
-    // input channels) ran 5% slower in place.
-    const bool weights_in_place = kr.ukr_rows != nullptr && J <= 1024;
+    // input channels) ran 5% slower in place. Columns (w_transposed) are
+    // read 6 values per cache line and reduction index: in place 1.13-1.18x
+    // at 49 columns (batch-1 2048 <-> 512 at 7x7), even at 98-147, 0.88-0.93x
+    // at 196-392 against packing them.
+    const bool weights_in_place =
+        w_transposed ? kr.ukr_cols != nullptr && J <= 128 : kr.ukr_rows != nullptr && J <= 1024;
     Scratch<T> packed_w(1, weights_in_place ? 1 : G * round_up(Kg, mr) * CRS, 2);
     const PackedWeights<T> pw =
-        weights_in_place ? PackedWeights<T>{} : pack_weights(kr, w, G, Kg, CRS, CRS, int64_t(1), nt, packed_w.get(0));
+        weights_in_place ? PackedWeights<T>{} : pack_weights(kr, w, G, Kg, CRS, w_rs, w_cs, nt, packed_w.get(0));
     const int64_t rowlen = nb_tile + kRunSlack;
     Scratch<T> scratch(nt, gemm_scratch_size(kr) + rowlen + mrows * nb_tile + (padded ? pad_elems : 0));
 
@@ -848,8 +860,8 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
         auto pack_a = [&](int64_t i0, int64_t, int64_t p0, int64_t kb, T*) -> const T* {
             return pw.block(gi, m0 + i0, p0, kb);
         };
-        auto rows_a = [&](int64_t i0, int64_t, int64_t p0, int64_t, T*) -> RowsA<T> {
-            return {w + (gi * Kg + m0 + i0) * CRS + p0, CRS};
+        auto rows_a = [&](int64_t i0, int64_t, int64_t p0, int64_t, T*) -> InPlaceA<T> {
+            return {w + gi * Kg * CRS + (m0 + i0) * w_rs + p0 * w_cs, w_transposed ? Kg : CRS, w_transposed};
         };
         // Calls f(image, q_lo, q_hi) for each image segment of columns [j0, j1).
         auto for_segments = [&](int64_t j0, int64_t j1, auto&& f) {
@@ -932,6 +944,28 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias
     }
 }
 
+template <typename T>
+void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+    const FlushDenormals flush_denormals;  // serial parts too (see conv_common.h)
+    if (g.y_size() <= 0) return;
+    switch (forward_path<T>(g)) {
+        case ForwardPath::depthwise: return dw::forward(g, x, w, bias, y);
+        case ForwardPath::pixel_lane:
+            if constexpr (std::is_same_v<T, float>) return pixel_lane_forward(g, x, w, bias, y, *pixel_lane_kernel(g));
+            break;
+        case ForwardPath::direct:
+            if constexpr (std::is_same_v<T, float>)
+                return direct_conv_forward(g, x, w, bias, y, *direct_conv_kernel(g, DirectPass::forward));
+            break;
+        case ForwardPath::pointwise:
+            if constexpr (std::is_same_v<T, float>)
+                return pointwise_direct_forward(g, x, w, bias, y, *direct_conv_kernel_for(active_isa()));
+            break;
+        case ForwardPath::gemm: break;
+    }
+    gemm_forward(g, x, w, false, bias, y);
+}
+
 // ---------------------------------------------------------------- backward data
 
 template <typename T>
@@ -1003,6 +1037,11 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
         g2.out_h = H; g2.out_w = W;
         g2.pad_top = (R - 1) * g.dilation_h - g.pad_top;
         g2.pad_left = (S - 1) * g.dilation_w - g.pad_left;
+        // A 1x1 layer's W^T is W read by columns: the GEMM takes it as it is
+        // (the transposed copy below took as long as the GEMM itself for
+        // batch-1 512 -> 2048 at 7x7).
+        if (RS == 1 && forward_path<T>(g2) == ForwardPath::gemm)
+            return gemm_forward<T>(g2, grad_y, w, true, static_cast<const T*>(nullptr), grad_x);
         // w2[gi*Cg + c][k][r][s] = w[gi*Kg + k][c][R-1-r][S-1-s], in 16x16
         // (k, c) blocks across the threads: done serially and column by
         // column it took ~1/3 of a 512x2048 1x1 layer's backward data.

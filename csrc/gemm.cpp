@@ -22,7 +22,7 @@ GemmKernel<float> gemm_kernel_for<float>(Isa isa) {
     if (isa == Isa::avx2 || isa == Isa::avx512) {
         k.mr = gemm_avx2_f32_mr; k.nr = gemm_avx2_f32_nr;
         k.kc = 256; k.mc = 120; k.nc = 512;
-        k.ukr = gemm_ukr_avx2_f32; k.ukr_rows = gemm_ukr_rows_avx2_f32; k.transpose = panel_transpose_avx2_f32; k.split_row = split_row_avx2_f32; k.isa = Isa::avx2;
+        k.ukr = gemm_ukr_avx2_f32; k.ukr_rows = gemm_ukr_rows_avx2_f32; k.ukr_cols = gemm_ukr_cols_avx2_f32; k.transpose = panel_transpose_avx2_f32; k.split_row = split_row_avx2_f32; k.isa = Isa::avx2;
         return k;
     }
 #endif

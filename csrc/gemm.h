@@ -54,9 +54,10 @@ inline void split_row_impl(const T* __restrict row, int64_t nb, int64_t panel_st
 template <typename T>
 using GemmMicroKernel = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc,
                                  int accumulate, const T* init);
-// The same with A read in place from mr rows lda apart: A(i, k) = a[i*lda + k].
+// The same with A read in place: from mr rows lda apart, A(i, k) = a[i*lda + k]
+// (ukr_rows), or from kc columns lda apart, A(i, k) = a[k*lda + i] (ukr_cols).
 template <typename T>
-using GemmRowsMicroKernel = void (*)(int64_t kc, const T* a, int64_t lda, const T* b, T* c, int64_t ldc,
+using GemmInPlaceMicroKernel = void (*)(int64_t kc, const T* a, int64_t lda, const T* b, T* c, int64_t ldc,
                                      int accumulate, const T* init);
 
 // Panel transpose: dst[l*rows + j] = src[j*ld + l] for j < rows, l < kb
@@ -76,7 +77,8 @@ struct GemmKernel {
     int64_t mc = 128;        // rows of A per packed block
     int64_t nc = 512;        // columns of B per packed block
     GemmMicroKernel<T> ukr = nullptr;
-    GemmRowsMicroKernel<T> ukr_rows = nullptr;  // nullptr: A is always packed
+    GemmInPlaceMicroKernel<T> ukr_rows = nullptr;  // nullptr: A is always packed
+    GemmInPlaceMicroKernel<T> ukr_cols = nullptr;  // nullptr: A is always packed
     PanelTransposeFn<T> transpose = nullptr;
     RowSplitFn<T> split_row = nullptr;
     Isa isa = Isa::generic;
@@ -104,6 +106,7 @@ extern const int gemm_generic_f32_mr, gemm_generic_f32_nr, gemm_generic_f64_mr, 
 #ifdef CONVKIT_HAVE_AVX2
 void gemm_ukr_avx2_f32(int64_t, const float*, const float*, float*, int64_t, int, const float*);
 void gemm_ukr_rows_avx2_f32(int64_t, const float*, int64_t, const float*, float*, int64_t, int, const float*);
+void gemm_ukr_cols_avx2_f32(int64_t, const float*, int64_t, const float*, float*, int64_t, int, const float*);
 void gemm_ukr_avx2_f64(int64_t, const double*, const double*, double*, int64_t, int, const double*);
 void panel_transpose_avx2_f32(const float*, int64_t, int64_t, int64_t, float*);
 void split_row_avx2_f32(const float*, int64_t, int64_t, float*);
@@ -307,12 +310,14 @@ extern const DirectConvKernel direct_conv_avx512;
 // The kernel for an instruction set, or nullptr (generic builds use the GEMM path).
 const DirectConvKernel* direct_conv_kernel_for(Isa isa);
 
-// What a pack_a may return to have A read in place (kernels with ukr_rows):
-// A(i, k) = a[i*lda + k] for the block's rows i and reduction indices k.
+// What a pack_a may return to have A read in place (kernels with ukr_rows or
+// ukr_cols, as `cols` asks): A(i, k) = cols ? a[k*lda + i] : a[i*lda + k] for
+// the block's rows i and reduction indices k.
 template <typename T>
-struct RowsA {
+struct InPlaceA {
     const T* a;
     int64_t lda;
+    bool cols;
 };
 
 template <typename T>
@@ -356,22 +361,26 @@ void gemm_run(const GemmKernel<T>& kr, int64_t M, int64_t N, int64_t K, PackA&& 
             for (int64_t ic = 0; ic < M; ic += kr.mc) {
                 const int64_t mb = std::min(kr.mc, M - ic);
                 // pack_a either packs into abuf, returns its own pre-packed
-                // block, or returns rows to read in place (RowsA: then only a
+                // block, or returns A to read in place (InPlaceA: then only a
                 // last panel of fewer than mr rows is packed, zero padded).
                 const T* ablock = abuf;
                 const T* arows = nullptr;
+                int64_t a_rs = 0;  // distance between A's rows read in place
+                GemmInPlaceMicroKernel<T> ukr_in_place = nullptr;
                 int64_t lda = 0;
                 using PackAResult = decltype(pack_a(ic, mb, pc, kb, abuf));
                 if constexpr (std::is_void_v<PackAResult>) {
                     pack_a(ic, mb, pc, kb, abuf);
-                } else if constexpr (std::is_same_v<PackAResult, RowsA<T>>) {
-                    const RowsA<T> ra = pack_a(ic, mb, pc, kb, abuf);
-                    arows = ra.a;
-                    lda = ra.lda;
+                } else if constexpr (std::is_same_v<PackAResult, InPlaceA<T>>) {
+                    const InPlaceA<T> ia = pack_a(ic, mb, pc, kb, abuf);
+                    arows = ia.a;
+                    lda = ia.lda;
+                    a_rs = ia.cols ? 1 : lda;
+                    ukr_in_place = ia.cols ? kr.ukr_cols : kr.ukr_rows;
                     const int64_t ip = mb / mr * mr;
                     if (ip < mb)
-                        pack_a_strided<T>(arows, lda, int64_t(1), mr, ip, mb - ip, 0, kb, abuf + (ip / mr) * kb * mr,
-                                          nullptr);
+                        pack_a_strided<T>(arows, a_rs, ia.cols ? lda : int64_t(1), mr, ip, mb - ip, 0, kb,
+                                          abuf + (ip / mr) * kb * mr, nullptr);
                 } else {
                     ablock = pack_a(ic, mb, pc, kb, abuf);
                 }
@@ -394,7 +403,7 @@ void gemm_run(const GemmKernel<T>& kr, int64_t M, int64_t N, int64_t K, PackA&& 
                         const bool in_place = arows && mm == mr;
                         if (mm == mr && nn == nr) {
                             if (in_place)
-                                kr.ukr_rows(kb, arows + ir * lda, lda, bp, c, ldc, acc ? 1 : 0, init);
+                                ukr_in_place(kb, arows + ir * a_rs, lda, bp, c, ldc, acc ? 1 : 0, init);
                             else
                                 kr.ukr(kb, ap, bp, c, ldc, acc ? 1 : 0, init);
                         } else {
@@ -403,7 +412,7 @@ void gemm_run(const GemmKernel<T>& kr, int64_t M, int64_t N, int64_t K, PackA&& 
                                     for (int64_t j = 0; j < nn; ++j) tile[i * nr + j] = c[i * ldc + j];
                             }
                             if (in_place)
-                                kr.ukr_rows(kb, arows + ir * lda, lda, bp, tile, nr, acc ? 1 : 0, init);
+                                ukr_in_place(kb, arows + ir * a_rs, lda, bp, tile, nr, acc ? 1 : 0, init);
                             else
                                 kr.ukr(kb, ap, bp, tile, nr, acc ? 1 : 0, init);
                             for (int64_t i = 0; i < mm; ++i)

@@ -502,3 +502,23 @@ def test_conv2d_batch_of_one_matches_its_batch(rng, isa, k, c, kernel, padding):
         assert_bitwise_equal(alone[0], batch[n], err_msg=f"image {n}")
     expected = ref.conv2d(x[5:6].astype(np.float64), w.astype(np.float64), b.astype(np.float64), padding=padding)
     assert_close(convkit.conv2d(x[5:6], w, b, padding=padding), expected, 1e-4, dtype=np.float32)
+
+
+# Backward data of a 1x1 layer runs the forward GEMM on W read by columns (no
+# transposed copy): in place (float32, AVX2) up to 128 pixels over the batch,
+# packed beyond. An image alone (49 pixels) must give the bits it gets inside
+# a batch of 16 (784 pixels), over several kc blocks of output channels, row
+# counts that are not a multiple of the 6-row tile, and groups.
+@pytest.mark.parametrize("k, c, groups", [(302, 70, 1), (520, 130, 1), (260, 520, 2)])
+def test_pointwise_backward_data_batch_of_one_matches_its_batch(rng, isa, k, c, groups):
+    x = rng.standard_normal((16, c, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((k, c // groups, 1, 1)).astype(np.float32)
+    gy = rng.standard_normal((16, k, 7, 7)).astype(np.float32)
+    mask = (True, False, False)
+    batch = convkit.conv2d_backward(gy, x, w, groups=groups, output_mask=mask)[0]
+    for n in (0, 9, 15):
+        alone = convkit.conv2d_backward(gy[n:n + 1], x[n:n + 1], w, groups=groups, output_mask=mask)[0]
+        assert_bitwise_equal(alone[0], batch[n], err_msg=f"image {n}")
+    up = lambda a: a.astype(np.float64)  # noqa: E731
+    expected = ref.conv2d_backward(up(gy), up(x), up(w), groups=groups, output_mask=mask)[0]
+    assert_close(batch, expected, 1e-4, dtype=np.float32)

@@ -12,9 +12,11 @@ const int gemm_avx2_f32_mr = 6, gemm_avx2_f32_nr = 16;
 const int gemm_avx2_f64_mr = 6, gemm_avx2_f64_nr = 8;
 
 namespace {
-// A(i, k) is a[k*6 + i] (a packed panel) or, with Rows, a[i*lda + k] (rows of
-// a row-major matrix read in place); the same FMAs in the same order either way.
-template <bool Rows>
+// Where A(i, k) is: a[k*6 + i] (a packed panel), a[i*lda + k] (rows of a
+// row-major matrix read in place) or a[k*lda + i] (columns of one read in
+// place); the same FMAs in the same order in every case.
+enum class ALayout { packed, rows, cols };
+template <ALayout L>
 inline __attribute__((always_inline)) void ukr_f32(int64_t kc, const float* a, int64_t lda, const float* b,
                                                    float* c, int64_t ldc, int accumulate, const float* init) {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
@@ -32,13 +34,14 @@ inline __attribute__((always_inline)) void ukr_f32(int64_t kc, const float* a, i
     } else {
         c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
     }
+    constexpr bool rows = L == ALayout::rows;
     const float* a0 = a;
-    const float* a1 = a + (Rows ? lda : 1);
-    const float* a2 = a + (Rows ? 2 * lda : 2);
-    const float* a3 = a + (Rows ? 3 * lda : 3);
-    const float* a4 = a + (Rows ? 4 * lda : 4);
-    const float* a5 = a + (Rows ? 5 * lda : 5);
-    constexpr int64_t step = Rows ? 1 : 6;
+    const float* a1 = a + (rows ? lda : 1);
+    const float* a2 = a + (rows ? 2 * lda : 2);
+    const float* a3 = a + (rows ? 3 * lda : 3);
+    const float* a4 = a + (rows ? 4 * lda : 4);
+    const float* a5 = a + (rows ? 5 * lda : 5);
+    const int64_t step = L == ALayout::packed ? 6 : rows ? 1 : lda;
     for (int64_t k = 0; k < kc; ++k) {
         const __m256 b0 = _mm256_loadu_ps(b);
         const __m256 b1 = _mm256_loadu_ps(b + 8);
@@ -63,12 +66,17 @@ inline __attribute__((always_inline)) void ukr_f32(int64_t kc, const float* a, i
 
 void gemm_ukr_avx2_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int accumulate,
                        const float* init) {
-    ukr_f32<false>(kc, a, 0, b, c, ldc, accumulate, init);
+    ukr_f32<ALayout::packed>(kc, a, 0, b, c, ldc, accumulate, init);
 }
 
 void gemm_ukr_rows_avx2_f32(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
                             int accumulate, const float* init) {
-    ukr_f32<true>(kc, a, lda, b, c, ldc, accumulate, init);
+    ukr_f32<ALayout::rows>(kc, a, lda, b, c, ldc, accumulate, init);
+}
+
+void gemm_ukr_cols_avx2_f32(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
+                            int accumulate, const float* init) {
+    ukr_f32<ALayout::cols>(kc, a, lda, b, c, ldc, accumulate, init);
 }
 
 void gemm_ukr_avx2_f64(int64_t kc, const double* a, const double* b, double* c, int64_t ldc,
