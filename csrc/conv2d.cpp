@@ -824,7 +824,9 @@ void gemm_forward(const ConvGeometry& g, const T* x, const T* w, bool w_transpos
     const int64_t imgs_cap = std::min(N, ceil_div(nb_tile, P) + 1);
     const int64_t ch_cap = std::min(Cg, kr.kc / RS + 2);
     const int64_t pad_elems = sat_mul(sat_mul(imgs_cap, ch_cap), plane_cap);
-    const bool padded = !pointwise && pad_elems <= (int64_t(1) << 19);
+    // (1x1 layers read each input value once: strided or padded ones gather
+    // their B rows straight from x, the padded copy would only add traffic.)
+    const bool padded = !pointwise && RS > 1 && pad_elems <= (int64_t(1) << 19);
 
     // Weights read in place (w's rows are A's rows) where the kernel can and
     // few columns would reuse a packed copy: packing reads and writes every

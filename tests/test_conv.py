@@ -456,6 +456,8 @@ LARGE_CASES = {
     "tile_edges": dict(n=3, c=17, h=13, w=11, k=33, kernel=(3, 3), kw=dict(padding=1)),
     "deep_reduction": dict(n=1, c=40, h=9, w=10, k=37, kernel=(3, 3), kw=dict(stride=2, padding=1)),
     "deep_1x1": dict(n=2, c=300, h=5, w=7, k=19, kernel=(1, 1), kw={}),
+    # 1x1 strided and padded: B rows gathered straight from x, several kc blocks
+    "deep_1x1_strided": dict(n=3, c=300, h=9, w=11, k=19, kernel=(1, 1), kw=dict(stride=2, padding=1)),
     "groups_large": dict(n=2, c=24, h=11, w=9, k=36, kernel=(3, 2), kw=dict(groups=3, dilation=(1, 2), padding="same")),
     "depthwise_large": dict(n=2, c=32, h=15, w=14, k=32, kernel=(5, 5), kw=dict(groups=32, padding=2, stride=(1, 2))),
     "wide_rows": dict(n=1, c=5, h=3, w=131, k=7, kernel=(3, 5), kw=dict(padding=((1, 1), (2, 2)))),
