@@ -12,7 +12,10 @@ namespace {
 Isa detect() {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-#if defined(CONVKIT_HAVE_AVX512)
+#if defined(CONVKIT_EMULATE_AVX512)
+    // Test builds: the AVX-512 kernels run on emulated registers (AVX2 code).
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx512;
+#elif defined(CONVKIT_HAVE_AVX512)
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("fma"))
