@@ -18,17 +18,19 @@
 //                  group (256 with at most 32 output channels): pixels in
 //                  vector lanes, x read and y written in place.
 //                  Otherwise implicit GEMM over the whole batch of a group:
-//                  weights packed once per call, column tiles of output pixels
-//                  that may span images, B rows built from zero-padded input
-//                  rows, bias as the starting value of each sum; 1x1/s1/p0
-//                  reads x in place.
+//                  weights packed once per call (read in place for few
+//                  columns), column tiles of output pixels that may span
+//                  images, B rows built from zero-padded input rows (1x1
+//                  layers: gathered from x, or plain copies for 1x1/s1/p0),
+//                  bias as the starting value of each sum.
 //   backward data  stride 1: the forward convolution of grad_y with the
 //                  flipped, transposed weight (1x1 layers on the GEMM path
-//                  read the weight by columns, no transposed copy). Otherwise per task (image,
-//                  group, input-channel chunk): for each pixel tile,
-//                  col = W^T * grad_y (GEMM) then col2im into the task's own
-//                  channels; 1x1/s1/p0 is one GEMM into grad_x; depthwise
-//                  stride 1 is a correlation with the flipped kernel.
+//                  read the weight by columns, no transposed copy).
+//                  Otherwise per task (image, group, input-channel chunk):
+//                  for each pixel tile, col = W^T * grad_y (GEMM) then col2im
+//                  into the task's own channels; 1x1/s1/p0 is one GEMM into
+//                  grad_x; depthwise stride 1 is a correlation with the
+//                  flipped kernel.
 //   backward wgt   float layers of the direct forward with at least 32 taps:
 //                  the direct tile with input channels in place of pixels,
 //                  reduced over the pixels of each band. Otherwise per task
@@ -54,6 +56,7 @@
 #include "conv2d.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -737,17 +740,24 @@ inline void copy_run(T* __restrict dst, const T* __restrict src, int64_t n, int6
 }
 constexpr int64_t kRunSlack = 16;  // >= copy_run's overrun (at most 7)
 
-// Which forward path takes a layer (conv2d_forward's dispatch).
+// Which forward path takes a layer (conv2d_forward's dispatch), with the
+// direct kernel it runs: looked up once, as set_isa() may change the active
+// ISA from another thread meanwhile.
 enum class ForwardPath { depthwise, pixel_lane, direct, pointwise, gemm };
+struct ForwardChoice {
+    ForwardPath path;
+    const DirectConvKernel* kernel = nullptr;  // pixel_lane, direct, pointwise
+};
 template <typename T>
-ForwardPath forward_path(const ConvGeometry& g) {
-    if (dw::use_direct(g)) return ForwardPath::depthwise;
+ForwardChoice forward_path(const ConvGeometry& g) {
+    if (dw::use_direct(g)) return {ForwardPath::depthwise};
     if constexpr (std::is_same_v<T, float>) {
-        if (pixel_lane_kernel(g)) return ForwardPath::pixel_lane;
-        if (direct_conv_kernel(g, DirectPass::forward)) return ForwardPath::direct;
-        if (direct_conv_kernel_for(active_isa()) && use_pointwise_direct(g)) return ForwardPath::pointwise;
+        if (const DirectConvKernel* lk = pixel_lane_kernel(g)) return {ForwardPath::pixel_lane, lk};
+        if (const DirectConvKernel* dk = direct_conv_kernel(g, DirectPass::forward)) return {ForwardPath::direct, dk};
+        const DirectConvKernel* pk = direct_conv_kernel_for(active_isa());
+        if (pk && use_pointwise_direct(g)) return {ForwardPath::pointwise, pk};
     }
-    return ForwardPath::gemm;
+    return {ForwardPath::gemm};
 }
 
 // The forward GEMM runs over the whole batch of a group: column j is output
@@ -755,14 +765,15 @@ ForwardPath forward_path(const ConvGeometry& g) {
 // the packed weights are reused for every column tile. A tile's B rows are
 // built from zero-padded copies of the input rows it reads (only the channels
 // of the current reduction block): every kernel tap then reads runs of output
-// row pixels with no bounds checks. Where those copies would be too large the
-// rows come from im2col_row, and 1x1/s1/p0 rows are read in place.
+// row pixels with no bounds checks. Where those copies would be too large, and
+// for 1x1 kernels, the rows come from im2col_row; 1x1/s1/p0 rows are copies.
 // The weights are w[k][c][r][s], or with w_transposed (1x1 layers only) the
 // transposed layer's w[c][k] (backward data: no transposed copy is made).
 template <typename T>
 void gemm_forward(const ConvGeometry& g, const T* x, const T* w, bool w_transposed, const T* bias, T* y) {
     const int64_t N = g.batch, C = g.in_channels, H = g.in_h, W = g.in_w, K = g.out_channels;
     const int64_t R = g.kernel_h, S = g.kernel_w, G = g.groups;
+    assert(!w_transposed || R * S == 1);  // the indexing below is w[c][k] only for 1x1
     const int64_t Cg = C / G, Kg = K / G, OH = g.out_h, OW = g.out_w, P = OH * OW;
     const int64_t RS = R * S, CRS = Cg * RS;
     const int64_t sh = g.stride_h, sw = g.stride_w, dh = g.dilation_h, dwl = g.dilation_w;
@@ -828,7 +839,7 @@ void gemm_forward(const ConvGeometry& g, const T* x, const T* w, bool w_transpos
     // their B rows straight from x, the padded copy would only add traffic.)
     const bool padded = !pointwise && RS > 1 && pad_elems <= (int64_t(1) << 19);
 
-    // Weights read in place (w's rows are A's rows) where the kernel can and
+    // Weights read in place (w's rows, or columns, are A's rows) where the kernel can and
     // few columns would reuse a packed copy: packing reads and writes every
     // weight once, a quarter of the time of batch-1 layers at 7x7 with 512
     // channels (Zen 3, 2 threads: 512 -> 512 3x3 4.0 -> 2.9 ms, 512 -> 2048
@@ -862,7 +873,7 @@ void gemm_forward(const ConvGeometry& g, const T* x, const T* w, bool w_transpos
         auto pack_a = [&](int64_t i0, int64_t, int64_t p0, int64_t kb, T*) -> const T* {
             return pw.block(gi, m0 + i0, p0, kb);
         };
-        auto rows_a = [&](int64_t i0, int64_t, int64_t p0, int64_t, T*) -> InPlaceA<T> {
+        auto in_place_a = [&](int64_t i0, int64_t, int64_t p0, int64_t, T*) -> InPlaceA<T> {
             return {w + gi * Kg * CRS + (m0 + i0) * w_rs + p0 * w_cs, w_transposed ? Kg : CRS, w_transposed};
         };
         // Calls f(image, q_lo, q_hi) for each image segment of columns [j0, j1).
@@ -927,7 +938,7 @@ void gemm_forward(const ConvGeometry& g, const T* x, const T* w, bool w_transpos
         const T* bias_g = bias ? bias + gi * Kg + m0 : nullptr;
         auto run = [&](T* cdst, int64_t ldc) {
             if (weights_in_place)
-                gemm_run(kr, mcount, cols, CRS, rows_a, pack_b, cdst, ldc, false, bias_g, buf);
+                gemm_run(kr, mcount, cols, CRS, in_place_a, pack_b, cdst, ldc, false, bias_g, buf);
             else
                 gemm_run(kr, mcount, cols, CRS, pack_a, pack_b, cdst, ldc, false, bias_g, buf);
         };
@@ -950,18 +961,17 @@ template <typename T>
 void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
     const FlushDenormals flush_denormals;  // serial parts too (see conv_common.h)
     if (g.y_size() <= 0) return;
-    switch (forward_path<T>(g)) {
+    const ForwardChoice choice = forward_path<T>(g);
+    switch (choice.path) {
         case ForwardPath::depthwise: return dw::forward(g, x, w, bias, y);
         case ForwardPath::pixel_lane:
-            if constexpr (std::is_same_v<T, float>) return pixel_lane_forward(g, x, w, bias, y, *pixel_lane_kernel(g));
+            if constexpr (std::is_same_v<T, float>) return pixel_lane_forward(g, x, w, bias, y, *choice.kernel);
             break;
         case ForwardPath::direct:
-            if constexpr (std::is_same_v<T, float>)
-                return direct_conv_forward(g, x, w, bias, y, *direct_conv_kernel(g, DirectPass::forward));
+            if constexpr (std::is_same_v<T, float>) return direct_conv_forward(g, x, w, bias, y, *choice.kernel);
             break;
         case ForwardPath::pointwise:
-            if constexpr (std::is_same_v<T, float>)
-                return pointwise_direct_forward(g, x, w, bias, y, *direct_conv_kernel_for(active_isa()));
+            if constexpr (std::is_same_v<T, float>) return pointwise_direct_forward(g, x, w, bias, y, *choice.kernel);
             break;
         case ForwardPath::gemm: break;
     }
@@ -991,7 +1001,8 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
     // fast paths (measured 1.2-1.7x faster than col2im below, float, 3x3 and
     // 5x5 layers from 8 to 512 channels; for 1x1 layers 0.92-1.33x, median
     // 1.05x, the per-image GEMM below, which repacks W^T for every image and
-    // runs one image's columns at a time).
+    // runs one image's columns at a time; measured with the transposed copy
+    // that 1x1 layers on the GEMM path no longer make).
     // Not for 1-7 input channels per group (the forward's output channels):
     // vector lanes would idle, unless the planes are small.
     const bool as_forward = Cg >= 8 || (CRS <= 256 && g.w_size() <= (int64_t(1) << 16) &&
@@ -1042,11 +1053,12 @@ void conv2d_backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T*
         // A 1x1 layer's W^T is W read by columns: the GEMM takes it as it is
         // (the transposed copy below took as long as the GEMM itself for
         // batch-1 512 -> 2048 at 7x7).
-        if (RS == 1 && forward_path<T>(g2) == ForwardPath::gemm)
+        if (RS == 1 && forward_path<T>(g2).path == ForwardPath::gemm)
             return gemm_forward<T>(g2, grad_y, w, true, static_cast<const T*>(nullptr), grad_x);
         // w2[gi*Cg + c][k][r][s] = w[gi*Kg + k][c][R-1-r][S-1-s], in 16x16
-        // (k, c) blocks across the threads: done serially and column by
-        // column it took ~1/3 of a 512x2048 1x1 layer's backward data.
+        // (k, c) blocks across the threads (done serially and column by
+        // column it had taken ~1/3 of a 512x2048 1x1 layer's backward data).
+        // 1x1 layers get here for the pointwise and depthwise forwards.
         Scratch<T> wt(1, g.w_size(), 1);
         T* w2 = wt.get(0);
         const int64_t blk = 16, kblocks = ceil_div(Kg, blk), cblocks = ceil_div(Cg, blk);

@@ -4,13 +4,14 @@
 // When not accumulating, an optional bias[i] is the starting value of row i's
 // sums (so y = ((bias + a0*b0) + a1*b1) + ...).
 //
-// A and B are never read directly: the caller supplies packers, so the same
-// driver serves plain matrices and implicit im2col (convolution) operands.
+// The caller supplies packers, so the same driver serves plain matrices and
+// implicit im2col (convolution) operands; only A may be read in place.
 //   pack_a(i0, mb, p0, kb, dst): rows [i0, i0+mb) and reduction indices
 //       [p0, p0+kb) into ceil(mb/mr) panels of kb*mr values, dst[k*mr + i]
 //       inside a panel; rows past mb are zero. A packer that returns a
 //       const T* instead hands out such a block it packed beforehand (weights
-//       packed once per call) and leaves dst alone.
+//       packed once per call) and leaves dst alone; one that returns an
+//       InPlaceA has the block read where it is (see InPlaceA below).
 //   pack_b(p0, kb, j0, nb, dst): reduction indices [p0, p0+kb), columns
 //       [j0, j0+nb) into ceil(nb/nr) panels of kb*nr values, dst[k*nr + j];
 //       columns past nb are zero.
@@ -77,8 +78,8 @@ struct GemmKernel {
     int64_t mc = 128;        // rows of A per packed block
     int64_t nc = 512;        // columns of B per packed block
     GemmMicroKernel<T> ukr = nullptr;
-    GemmInPlaceMicroKernel<T> ukr_rows = nullptr;  // nullptr: A is always packed
-    GemmInPlaceMicroKernel<T> ukr_cols = nullptr;  // nullptr: A is always packed
+    GemmInPlaceMicroKernel<T> ukr_rows = nullptr;  // nullptr: row-layout A is packed
+    GemmInPlaceMicroKernel<T> ukr_cols = nullptr;  // nullptr: column-layout A is packed
     PanelTransposeFn<T> transpose = nullptr;
     RowSplitFn<T> split_row = nullptr;
     Isa isa = Isa::generic;
@@ -373,14 +374,17 @@ void gemm_run(const GemmKernel<T>& kr, int64_t M, int64_t N, int64_t K, PackA&& 
                     pack_a(ic, mb, pc, kb, abuf);
                 } else if constexpr (std::is_same_v<PackAResult, InPlaceA<T>>) {
                     const InPlaceA<T> ia = pack_a(ic, mb, pc, kb, abuf);
-                    arows = ia.a;
                     lda = ia.lda;
                     a_rs = ia.cols ? 1 : lda;
+                    const int64_t a_cs = ia.cols ? lda : 1;
                     ukr_in_place = ia.cols ? kr.ukr_cols : kr.ukr_rows;
-                    const int64_t ip = mb / mr * mr;
+                    // Without that kernel, the whole block is packed (the
+                    // same arithmetic); with it only a last partial panel.
+                    const int64_t ip = ukr_in_place ? mb / mr * mr : 0;
+                    if (ukr_in_place) arows = ia.a;
                     if (ip < mb)
-                        pack_a_strided<T>(arows, a_rs, ia.cols ? lda : int64_t(1), mr, ip, mb - ip, 0, kb,
-                                          abuf + (ip / mr) * kb * mr, nullptr);
+                        pack_a_strided<T>(ia.a, a_rs, a_cs, mr, ip, mb - ip, 0, kb, abuf + (ip / mr) * kb * mr,
+                                          nullptr);
                 } else {
                     ablock = pack_a(ic, mb, pc, kb, abuf);
                 }

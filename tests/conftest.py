@@ -78,9 +78,14 @@ def _supported_isas():
         isas = list(d.get("supported_isas") or [])
     except Exception:
         return [None]
-    wanted = os.environ.get("CONVKIT_TEST_ISAS")  # e.g. "avx512" (.ci/avx512_emulated)
+    wanted = os.environ.get("CONVKIT_TEST_ISAS", "").strip()  # e.g. "avx512" (.ci/avx512_emulated)
     if wanted:
-        isas = [i for i in isas if str(i) in wanted.split(",")]
+        names = [w.strip() for w in wanted.split(",") if w.strip()]
+        missing = [w for w in names if w not in [str(i) for i in isas]]
+        if missing:
+            raise pytest.UsageError(f"CONVKIT_TEST_ISAS={wanted!r}: {missing} not supported here "
+                                    f"(supported: {isas})")
+        isas = [i for i in isas if str(i) in names]
     return [str(i) for i in isas] or [None]
 
 

@@ -3,9 +3,12 @@
 // CONVKIT_EMULATE_AVX512, run by .ci/avx512_emulated). Force-included before
 // those files (-include), it renames the 512-bit types and intrinsics to
 // lane-by-lane C++ versions, so the kernels' 16-lane logic (tile sizes, masks,
-// tails, permutes) runs and is checked by the test suite here; only the
-// instruction encodings are not exercised. Semantics follow Intel's intrinsics
-// guide: masked loads never touch disabled lanes, fmadd rounds once (std::fma).
+// tails, permutes) runs and is checked by the test suite here. Not exercised:
+// the AVX-512 instructions themselves and the compiler's AVX-512 code for the
+// portable templates in those files (built as AVX2 code here; the per-lane
+// arithmetic is the same). Semantics follow Intel's intrinsics guide: masked
+// loads never touch disabled lanes, fmadd rounds once (std::fma), compares
+// raise no FP exceptions on quiet NaNs.
 #pragma once
 #include <immintrin.h>
 
@@ -74,7 +77,7 @@ struct Ops {
         unsigned k = 0;
         for (int i = 0; i < N; ++i) {
             bool t;
-            if (pred == _CMP_GT_OQ) t = a.v[i] > b.v[i];  // false when either is NaN
+            if (pred == _CMP_GT_OQ) t = std::isgreater(a.v[i], b.v[i]);  // false when either is NaN
             else if (pred == _CMP_UNORD_Q) t = std::isnan(a.v[i]) || std::isnan(b.v[i]);
             else std::abort();  // a predicate the kernels do not use
             k |= unsigned(t) << i;
@@ -116,7 +119,7 @@ inline m512 mm512_mask_mov_ps(m512 src, __mmask16 k, m512 a) { return F::mask_mo
 inline m512d mm512_mask_mov_pd(m512d src, __mmask8 k, m512d a) { return D::mask_mov(src, k, a); }
 inline __mmask16 mm512_cmp_ps_mask(m512 a, m512 b, int pred) { return __mmask16(F::cmp_mask(a, b, pred)); }
 inline __mmask8 mm512_cmp_pd_mask(m512d a, m512d b, int pred) { return __mmask8(D::cmp_mask(a, b, pred)); }
-inline float mm512_reduce_add_ps(m512 a) {
+inline float mm512_reduce_add_ps(m512 a) {  // in lane order (the hardware: a tree); fma_peak only
     float s = 0.0f;
     for (float x : a.v) s += x;
     return s;
