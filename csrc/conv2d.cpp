@@ -848,7 +848,9 @@ void gemm_forward(const ConvGeometry& g, const T* x, const T* w, bool w_transpos
     // input channels) ran 5% slower in place. Columns (w_transposed) are
     // read 6 values per cache line and reduction index: in place 1.13-1.18x
     // at 49 columns (batch-1 2048 <-> 512 at 7x7), even at 98-147, 0.88-0.93x
-    // at 196-392 against packing them.
+    // at 196-392 against packing them. (AVX-512 has the same in-place
+    // kernels and limits; measured only on Zen 3, checked in the emulated
+    // AVX-512 test build.)
     const bool weights_in_place =
         w_transposed ? kr.ukr_cols != nullptr && J <= 128 : kr.ukr_rows != nullptr && J <= 1024;
     Scratch<T> packed_w(1, weights_in_place ? 1 : G * round_up(Kg, mr) * CRS, 2);

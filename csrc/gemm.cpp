@@ -14,7 +14,7 @@ GemmKernel<float> gemm_kernel_for<float>(Isa isa) {
     if (isa == Isa::avx512) {
         k.mr = gemm_avx512_f32_mr; k.nr = gemm_avx512_f32_nr;
         k.kc = 256; k.mc = 128; k.nc = 512;
-        k.ukr = gemm_ukr_avx512_f32; k.transpose = panel_transpose_avx512_f32; k.split_row = split_row_avx512_f32; k.isa = Isa::avx512;
+        k.ukr = gemm_ukr_avx512_f32; k.ukr_rows = gemm_ukr_rows_avx512_f32; k.ukr_cols = gemm_ukr_cols_avx512_f32; k.transpose = panel_transpose_avx512_f32; k.split_row = split_row_avx512_f32; k.isa = Isa::avx512;
         return k;
     }
 #endif

@@ -117,6 +117,8 @@ extern const int gemm_avx2_f32_mr, gemm_avx2_f32_nr, gemm_avx2_f64_mr, gemm_avx2
 #endif
 #ifdef CONVKIT_HAVE_AVX512
 void gemm_ukr_avx512_f32(int64_t, const float*, const float*, float*, int64_t, int, const float*);
+void gemm_ukr_rows_avx512_f32(int64_t, const float*, int64_t, const float*, float*, int64_t, int, const float*);
+void gemm_ukr_cols_avx512_f32(int64_t, const float*, int64_t, const float*, float*, int64_t, int, const float*);
 void gemm_ukr_avx512_f64(int64_t, const double*, const double*, double*, int64_t, int, const double*);
 void panel_transpose_avx512_f32(const float*, int64_t, int64_t, int64_t, float*);
 void split_row_avx512_f32(const float*, int64_t, int64_t, float*);
