@@ -8,6 +8,7 @@ before any kernel does.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -66,6 +67,12 @@ class _Backend:
 
 
 def _backend(fn, backend, *arrays) -> _Backend:
+    if backend is None:
+        # The common call, plain NumPy arrays on the default backend: no
+        # per-array module checks (~2 us of a small call).
+        be = _BACKEND_CACHE.get("cpu")
+        if be is not None and all(type(a) is np.ndarray or a is None for a in arrays):
+            return be
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"{fn}: backend must be one of {BACKENDS} or None, got {backend!r}")
     on_gpu = [_is_cupy(a) for a in arrays if a is not None]
@@ -98,13 +105,21 @@ def _physical_memory_bytes():
 _PHYSICAL_MEMORY = _physical_memory_bytes()
 
 
+@functools.lru_cache(maxsize=1024)
+def _nbytes(shape, dtype):
+    return math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+
+
 def _check_alloc(fn, *shapes_and_dtypes):
     """Refuse single host requests larger than physical memory: raising
     MemoryError beats being killed by the OOM killer halfway through a kernel."""
     if _PHYSICAL_MEMORY is None:
         return
     for shape, dtype in shapes_and_dtypes:
-        nbytes = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+        try:
+            nbytes = _nbytes(shape, dtype)  # memoised: shapes repeat from call to call
+        except TypeError:  # an unhashable shape
+            nbytes = _nbytes.__wrapped__(shape, dtype)
         if nbytes > _PHYSICAL_MEMORY:
             raise MemoryError(f"{fn}: an array of shape {tuple(shape)} ({nbytes / 2**30:.1f} GiB) does not "
                               f"fit in this machine's memory ({_PHYSICAL_MEMORY / 2**30:.1f} GiB)")
