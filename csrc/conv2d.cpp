@@ -196,14 +196,21 @@ std::vector<int64_t> band_pixel_offsets(const ConvGeometry& g, int64_t Wp, int64
 void pack_channel_blocks(const float* w, const float* bias, int64_t G, int64_t Kg, int64_t taps, int64_t block,
                          int nt, float* wd, float* bd) {
     const int64_t kblocks = ceil_div(Kg, block);
+    // Full blocks go through the GEMM's vector panel transpose (the scalar
+    // gather below took a fifth of a batch-1 256 -> 256 3x3 layer at 14x14).
+    const PanelTransposeFn<float> transpose = gemm_kernel<float>().transpose;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t blk = 0; blk < G * kblocks; ++blk) {
         const FlushDenormals flush_denormals;
         const int64_t gi = blk / kblocks, k0 = (blk % kblocks) * block;
         float* d = wd + blk * taps * block;
-        for (int64_t t = 0; t < taps; ++t)
-            for (int64_t j = 0; j < block; ++j)
-                d[t * block + j] = k0 + j < Kg ? w[(gi * Kg + k0 + j) * taps + t] : 0.f;
+        if (transpose && k0 + block <= Kg) {
+            transpose(w + (gi * Kg + k0) * taps, taps, block, taps, d);
+        } else {
+            for (int64_t t = 0; t < taps; ++t)
+                for (int64_t j = 0; j < block; ++j)
+                    d[t * block + j] = k0 + j < Kg ? w[(gi * Kg + k0 + j) * taps + t] : 0.f;
+        }
         for (int64_t j = 0; j < block; ++j)
             bd[blk * block + j] = (bias && k0 + j < Kg) ? bias[gi * Kg + k0 + j] : 0.f;
     }
@@ -280,17 +287,32 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
     const int64_t px0 = dk.max_px2;
 
     // Bands of output rows: their padded input rows stay within a budget, their
-    // register tiles' partial sums (one channel block) within another, and
-    // there are enough bands to go round the threads.
+    // register tiles' partial sums (one channel block) within another.
     const int64_t Wp = padded_row_width(g);
     auto band_rows = [&](int64_t b) { return padded_band_rows(g, b); };
     const int64_t band_budget = int64_t(1) << 17, acc_budget = int64_t(1) << 13;
     const int64_t row_acc = OW * KB;  // partial sums of one output row
-    const int64_t b = band_height(g, nt, [&](int64_t rows) {
-        return sat_mul(sat_mul(Cg, band_rows(rows)), Wp) <= band_budget && sat_mul(rows, row_acc) <= acc_budget;
-    });
+    const int64_t wblock = CRS * KB;  // packed weights of one channel block
+    int64_t b = OH;
+    while (b > 1 && !(sat_mul(sat_mul(Cg, band_rows(b)), Wp) <= band_budget && sat_mul(b, row_acc) <= acc_budget))
+        b = ceil_div(b, 2);
+    // Enough tasks to go round the threads (4 per thread): halve the bands, or
+    // split the channel blocks of a band into `ksplit` tasks, whichever task
+    // would read more data (its weights, or its padded rows). Thin bands read
+    // all the weights per few pixels: batch-1 ResNet-50 256 -> 256 3x3 at
+    // 14x14 had bands of one row, 14 pixels per 2.4 MB of weights.
+    int64_t ksplit = 1;
+    while (N * G * ceil_div(OH, b) * ksplit < 4 * int64_t(nt)) {
+        const int64_t task_weights = ceil_div(kblocks, ksplit) * wblock;
+        const int64_t task_rows = Cg * band_rows(b) * Wp;
+        if (ksplit < kblocks && (b == 1 || task_weights > task_rows)) ksplit *= 2;
+        else if (b > 1) b = ceil_div(b, 2);
+        else break;
+    }
+    const int64_t kchunk = ceil_div(kblocks, std::min(ksplit, kblocks));  // channel blocks per task
+    ksplit = ceil_div(kblocks, kchunk);
     const int64_t bands = ceil_div(OH, b), plane = band_rows(b) * Wp;
-    const int64_t tasks = N * G * bands;
+    const int64_t tasks = N * G * bands * ksplit;
     // Input channels per pass over the band's tiles: the pass's weights and
     // padded rows stay in L1 while every tile of the band reads them, and the
     // tiles' sums go on in their buffer between passes (the same chain, so
@@ -300,7 +322,6 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
         cblock = ceil_div(cblock, 2);
 
     // Packed weights and bias (padded to KB channels per block), tap offsets.
-    const int64_t wblock = CRS * KB;
     Scratch<float> packed(1, G * kblocks * (wblock + KB), 2);
     float* wd = packed.get(0);
     float* bd = wd + G * kblocks * wblock;
@@ -321,7 +342,8 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
         const FlushDenormals flush_denormals;
-        const auto [n, gi, oh0, oh1, pr0, pr1] = band_task(g, task, bands, b);
+        const auto [n, gi, oh0, oh1, pr0, pr1] = band_task(g, task / ksplit, bands, b);
+        const int64_t kb0 = (task % ksplit) * kchunk, kb1 = std::min(kblocks, kb0 + kchunk);
         float* pad = scratch.get(thread_id());
         float* acc = pad + Cg * plane;  // [band pixel][KB]
         pad_input_rows(g, x + (n * C + gi * Cg) * H * W, Cg, pr0, pr1, Wp, plane, pad);
@@ -329,7 +351,7 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
         const dconv::TileFn last_px_tile =
             per_pixel ? dk.tile(int(band_px - (ceil_div(band_px, px0) - 1) * px0), kv, dconv::Addressing::per_pixel)
                       : nullptr;
-        for (int64_t kb = 0; kb < kblocks; ++kb) {
+        for (int64_t kb = kb0; kb < kb1; ++kb) {
             const int64_t blk = gi * kblocks + kb, k0 = kb * KB, kcount = std::min(KB, Kg - k0);
             const float* wk = wd + blk * wblock;
             const float* init = bias ? bd + blk * KB : nullptr;
@@ -785,20 +807,36 @@ void gemm_forward(const ConvGeometry& g, const T* x, const T* w, bool w_transpos
     const int64_t w_rs = w_transposed ? 1 : CRS, w_cs = w_transposed ? Kg : 1;
 
     // Column tiles: inside one image for large planes, across the batch for
-    // small ones; few tiles are made a multiple of the thread count.
+    // small ones. Tasks are column tiles times chunks of output rows.
     const int64_t J = N * P;
-    int64_t nb_tile;
+    const int64_t mpanels = ceil_div(Kg, mr);
+    int64_t nb_tile, msplit;
     if (P >= kr.nc) {
+        // Few tiles are made a multiple of the thread count; rows are split
+        // only when there are fewer tiles than threads.
         nb_tile = balanced_tile(P, kr.nc, nr, N * G, nt);
+        msplit = split_for(N * G * ceil_div(P, nb_tile), mpanels, int64_t(nt));
     } else {
-        int64_t tiles = ceil_div(J, kr.nc);
-        const int64_t max_tiles = ceil_div(J, 4 * nr);
-        if (G * tiles < 8 * int64_t(nt)) {
-            int64_t t = tiles;
-            while (t < max_tiles && (G * t) % nt != 0) ++t;
-            if ((G * t) % nt == 0) tiles = t;
+        // The split with the shortest run: rounds of tasks per thread times
+        // the largest task's register tiles (plus one per B panel it packs);
+        // ties go to fewer tasks. Batch-2 2048 -> 512 1x1 at 7x7 (98 columns)
+        // had made two tiles of 64 and 34 columns; two chunks of rows over all
+        // 98 columns keep both threads busy.
+        const int64_t min_tiles = ceil_div(J, kr.nc), max_tiles = std::max(min_tiles, ceil_div(J, 4 * nr));
+        int64_t best = -1, best_tasks = 0;
+        nb_tile = round_up(ceil_div(J, min_tiles), nr);
+        msplit = 1;
+        for (int64_t t = min_tiles; t <= std::min(max_tiles, min_tiles + 64); ++t) {
+            const int64_t tile = round_up(ceil_div(J, t), nr), panels = tile / nr, t_real = ceil_div(J, tile);
+            for (int64_t sp = 1; sp <= mpanels; sp *= 2) {
+                const int64_t tasks = G * t_real * sp;
+                const int64_t cost = ceil_div(tasks, int64_t(nt)) * panels * (ceil_div(mpanels, sp) + 1);
+                if (best < 0 || cost < best || (cost == best && tasks < best_tasks)) {
+                    best = cost; best_tasks = tasks; nb_tile = tile; msplit = sp;
+                }
+                if (tasks >= 8 * int64_t(nt)) break;
+            }
         }
-        nb_tile = round_up(ceil_div(J, tiles), nr);
     }
     nb_tile = std::min(nb_tile, J);
     const int64_t tiles_per_image = P >= kr.nc ? ceil_div(P, nb_tile) : 0;
@@ -815,11 +853,9 @@ void gemm_forward(const ConvGeometry& g, const T* x, const T* w, bool w_transpos
         }
     };
 
-    // Output rows per task: all of Kg unless there are too few tiles to go
-    // round, or the C block of a tile that spans images would be too large.
+    // Output rows per task (as split above), fewer where the C block of a
+    // tile that spans images would be too large.
     const int64_t cbuf_budget = int64_t(1) << 18;  // elements of C per thread
-    const int64_t mpanels = ceil_div(Kg, mr);
-    const int64_t msplit = split_for(G * tiles, mpanels, int64_t(nt));
     int64_t mrows = ceil_div(mpanels, msplit) * mr;
     mrows = std::min(mrows, std::max<int64_t>(mr, cbuf_budget / nb_tile / mr * mr));
     const int64_t mchunks = ceil_div(Kg, mrows);

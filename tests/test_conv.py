@@ -506,6 +506,26 @@ def test_conv2d_batch_of_one_matches_its_batch(rng, isa, k, c, kernel, padding):
     assert_close(convkit.conv2d(x[5:6], w, b, padding=padding), expected, 1e-4, dtype=np.float32)
 
 
+# The forward GEMM splits a call of small planes into column tiles and chunks
+# of output rows by a cost model of the thread count (batch-2 1x1 at 7x7: two
+# chunks of rows over all 98 columns on 2 threads, one on 1); the bits must not
+# depend on it.
+@pytest.mark.parametrize("n, c, k, kernel", [(2, 300, 130, 1), (1, 70, 300, 3), (3, 40, 260, 3)])
+def test_conv2d_gemm_splits_bitwise_across_thread_counts(rng, isa, restore_threads, n, c, k, kernel):
+    x = rng.standard_normal((n, c, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((k, c, kernel, kernel)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    pad = kernel // 2
+    results = []
+    for threads in (1, 2, 3):
+        convkit.set_num_threads(threads)
+        results.append(convkit.conv2d(x, w, b, padding=pad))
+    for other in results[1:]:
+        assert_bitwise_equal(results[0], other)
+    expected = ref.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), padding=pad)
+    assert_close(results[1], expected, 1e-4, dtype=np.float32)
+
+
 # Backward data of a 1x1 layer runs the forward GEMM on W read by columns (no
 # transposed copy): in place (float32, AVX2) up to 128 pixels over the batch,
 # packed beyond. An image alone (49 pixels) must give the bits it gets inside

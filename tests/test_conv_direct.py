@@ -39,6 +39,9 @@ DIRECT_CASES = {
     "five_by_five": (1, 32, 14, 14, 64, (5, 5), dict(padding=2)),
     "single_output_row": (2, 16, 3, 30, 16, (3, 3), dict()),
     "tall_many_bands": (1, 32, 130, 9, 16, (3, 3), dict(padding=1)),
+    # One image of few rows and many weights: tasks split the output-channel
+    # blocks of a band rather than the band (72 channels: a last block of 8).
+    "batch1_channel_block_tasks": (1, 96, 6, 6, 72, (3, 3), dict(padding=1)),
     # Few taps on rows narrower than one vector (7 wide): the channel-lane
     # direct path from 9 taps, 20 output channels (a last block of 4); a
     # 3-channel strided stem with 4-wide output rows.
@@ -153,6 +156,7 @@ def test_direct_backward_weight_matches_reference(rng, isa, name):
         "stride2_wrap",
         "one_vector",
         "tall_many_bands",
+        "batch1_channel_block_tasks",
         "one_channel_3x3",
         "one_channel_7x7_plane",
         "pixel_lane_rows26",
