@@ -558,13 +558,77 @@ int64_t max_pool2d_backward(const PoolGeometry& g, const T* grad_y, const int64_
 
 // ================================================================ avg ====
 
+namespace {
+
+// Planes summed side by side by the narrow-output paths.
+constexpr int64_t kPlaneBlock = 8;
+
+// Average pooling of `count` <= kPlaneBlock planes side by side, for outputs
+// with fewer columns than a vector (a 7x7 window over a 7x7 plane, 5x5/3 over
+// 17x17): the row kernels vectorise over output columns, which would idle, and
+// each output's sum is one chain of dependent adds (latency-bound, 4x slower
+// than torch at one output per plane). Each plane's sum runs in the same
+// order (row-major from 0, then / divisor), so the bits are the same.
+template <typename T>
+void avg_fwd_plane_block(const PoolGeometry& g, bool cip, int64_t dov, const T* x, T* y, int64_t count) {
+    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
+    for (int64_t oh = 0; oh < g.out_h; ++oh) {
+        const poolk::AvgAxis h = poolk::avg_axis(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
+        for (int64_t ow = 0; ow < g.out_w; ++ow) {
+            const poolk::AvgAxis w = poolk::avg_axis(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+            T* yo = y + oh * g.out_w + ow;
+            T acc[kPlaneBlock] = {};
+            if (h.lo < h.hi && w.lo < w.hi) {
+                if (count == kPlaneBlock) {
+                    // Named scalars: an array here was kept on the stack
+                    // (store-forwarding chains, 3x slower).
+                    T a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+                    for (int64_t ih = h.lo; ih < h.hi; ++ih) {
+                        const T* q = x + ih * g.in_w;
+                        for (int64_t iw = w.lo; iw < w.hi; ++iw) {
+                            a0 += q[iw];
+                            a1 += q[iw + plane_in];
+                            a2 += q[iw + 2 * plane_in];
+                            a3 += q[iw + 3 * plane_in];
+                            a4 += q[iw + 4 * plane_in];
+                            a5 += q[iw + 5 * plane_in];
+                            a6 += q[iw + 6 * plane_in];
+                            a7 += q[iw + 7 * plane_in];
+                        }
+                    }
+                    acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+                    acc[4] = a4; acc[5] = a5; acc[6] = a6; acc[7] = a7;
+                } else {
+                    for (int64_t ih = h.lo; ih < h.hi; ++ih)
+                        for (int64_t iw = w.lo; iw < w.hi; ++iw)
+                            for (int64_t j = 0; j < count; ++j) acc[j] += x[j * plane_in + ih * g.in_w + iw];
+                }
+                const T div = static_cast<T>(poolk::avg_divisor(h, w, cip, dov));
+                for (int64_t j = 0; j < count; ++j) acc[j] /= div;
+            }
+            for (int64_t j = 0; j < count; ++j) yo[j * plane_out] = acc[j];
+        }
+    }
+}
+
+}  // namespace
+
 template <typename T>
 void avg_pool2d_forward(const PoolGeometry& g, bool count_include_pad, int64_t divisor_override, const T* x,
                         T* y) {
     const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
     if (g.planes <= 0 || plane_out <= 0) return;
-    auto fn = IsaFns<T>::avg_fn();
     const int64_t work = window_work(g);
+    if (g.out_w < kPlaneBlock && g.planes >= kPlaneBlock) {
+        const int64_t blocks = ceil_div_nonneg(g.planes, kPlaneBlock);
+        parallel_planes(blocks, work, [&](int64_t b) {
+            const int64_t p0 = b * kPlaneBlock;
+            avg_fwd_plane_block(g, count_include_pad, divisor_override, x + p0 * plane_in, y + p0 * plane_out,
+                                std::min(kPlaneBlock, g.planes - p0));
+        });
+        return;
+    }
+    auto fn = IsaFns<T>::avg_fn();
     parallel_plane_rows(g.planes, g.out_h, work, [&](int64_t p, int64_t r0, int64_t r1) {
         fn(g, count_include_pad, divisor_override, x + p * plane_in, y + p * plane_out, r0, r1);
     });
@@ -628,6 +692,17 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
     const int nt = threads_for(g.planes * (plane_in + plane_out));
     std::vector<int64_t> ha, hb, wa, wb;
     avg_ranges<T>(g, ha, hb, wa, wb);
+    if (plane_out == 1 && hx[0].lo == 0 && hx[0].hi == g.in_h && wx[0].lo == 0 && wx[0].hi == g.in_w) {
+        // One window over the whole plane (a 7x7 window over 7x7 planes): each
+        // plane is filled with 0 + gy / divisor (the row path below took
+        // 4x torch's time on 7x7 planes, in per-row and per-plane set-up).
+        const T d0 = div[0];
+        parallel_planes(g.planes, g.planes * plane_in, [&](int64_t p) {
+            const T v = T(0) + grad_y[p] / d0;
+            std::fill(grad_x + p * plane_in, grad_x + (p + 1) * plane_in, v);
+        }, nt);
+        return;
+    }
     if (ranges_single(ha, hb) && ranges_single(wa, wb)) {
         // Every input lies in at most one window: gx = 0 + gy / divisor of
         // that window (or 0). Any split of the input rows is race-free.

@@ -780,3 +780,29 @@ def test_max_pool2d_huge_window_and_padding_is_fast():
     y_t, _ = convkit.max_pool2d(x.transpose(0, 1, 3, 2).copy(), k[::-1], stride=s[::-1], padding=p[::-1],
                                 return_indices=True)
     np.testing.assert_array_equal(y_t, y.transpose(0, 1, 3, 2))
+
+
+# Outputs narrower than a vector (a 7x7 window over a 7x7 plane, 5x5/3 over
+# 17x17) are averaged 8 planes side by side; each plane's sum keeps its order,
+# so the bits equal those of the row kernels, which a call of fewer than 8
+# planes runs. Plane counts that leave a partial block of planes.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, kw", [
+    ((2, 13, 7, 7), dict(kernel_size=7)),
+    ((3, 5, 17, 17), dict(kernel_size=5, stride=3)),
+    ((2, 9, 9, 8), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)),
+    ((1, 11, 6, 6), dict(kernel_size=4, stride=3, padding=2, divisor_override=5)),
+])
+def test_avg_pool2d_narrow_outputs_match_row_kernels(rng, isa, shape, kw, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    y = convkit.avg_pool2d(x, **kw)
+    assert y.shape[-1] < 8
+    for n in range(shape[0]):
+        assert_bitwise_equal(y[n:n + 1, :3], convkit.avg_pool2d(x[n:n + 1, :3], **kw))
+        assert_bitwise_equal(y[n:n + 1, -2:], convkit.avg_pool2d(x[n:n + 1, -2:], **kw))
+    rtol = F32_RTOL if dtype == np.float32 else 1e-12
+    assert_close(y, ref.avg_pool2d(x.astype(np.float64), **kw), rtol)
+    # Backward (one window over the whole plane: the plane is filled).
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gx = convkit.avg_pool2d_backward(gy, x, **kw)
+    assert_close(gx, ref.avg_pool2d_backward(gy.astype(np.float64), x.astype(np.float64), **kw), rtol)

@@ -438,3 +438,21 @@ def test_conv_transpose2d_torch_random_sweep(seed):
 
 def test_as_pair_helper_sanity():
     assert as_pair(3) == (3, 3) and as_pair((1, 2)) == (1, 2)
+
+
+# Narrow outputs (averaged 8 planes side by side, or a window over the whole
+# plane filled in backward) against torch in float32: the forward sums run in
+# torch's order, so they must agree bit for bit.
+@pytest.mark.parametrize("shape, kw", [
+    ((4, 20, 7, 7), dict(kernel_size=7)),
+    ((2, 12, 17, 17), dict(kernel_size=5, stride=3)),
+    ((3, 9, 9, 8), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)),
+])
+def test_avg_pool2d_narrow_outputs_torch_float32(rng, shape, kw):
+    x = rng.standard_normal(shape).astype(np.float32)
+    xt = T(x, True)
+    yt = F.avg_pool2d(xt, **kw)
+    gy = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
+    yt.backward(T(gy))
+    assert_bitwise_equal(convkit.avg_pool2d(x, **kw), N(yt))
+    assert_close(convkit.avg_pool2d_backward(gy, x, **kw), N(xt.grad), F32, dtype=np.float32)
