@@ -412,6 +412,29 @@ int64_t bands_per_plane(int64_t planes, int64_t rows, int nt) {
     return 1;
 }
 
+// Outputs [ow0, out_w) of one row of max_bwd_rows_d1 (NR: the window's rows,
+// 0 = nr_rt). Stops at the first output whose index is outside its window (or
+// whose window has no input columns) and returns its column, or -1.
+template <bool ASSIGN, int NR, typename T>
+inline int64_t max_bwd_row_d1(const T* __restrict gr, const int64_t* __restrict ir, T* __restrict gxp, uint64_t W,
+                              int64_t ow0, int64_t out_w, uint64_t base, int64_t nr_rt, const int64_t* wlo,
+                              const uint64_t* wn) {
+    const int64_t nr = NR > 0 ? NR : nr_rt;
+    for (int64_t ow = ow0; ow < out_w; ++ow) {
+        const int64_t idx = ir[ow];
+        const uint64_t n = wn[ow];
+        const uint64_t d = static_cast<uint64_t>(idx) - base - static_cast<uint64_t>(wlo[ow]);
+        bool ok = d < n;
+        for (int64_t r = 1; r < nr; ++r) ok |= d - static_cast<uint64_t>(r) * W < n;
+        if (!ok) return ow;
+        if (ASSIGN)
+            gxp[idx] = T(0) + gr[ow];
+        else
+            gxp[idx] += gr[ow];
+    }
+    return -1;
+}
+
 // Max-pool backward of output rows [oh0, oh1) of one plane with dilation 1
 // on both axes. Windows are rectangles [h.lo, h.hi) x [wlo, wlo + wn); a
 // window with no input (h or w empty) goes through generic(). ASSIGN: each
@@ -434,20 +457,21 @@ int64_t max_bwd_rows_d1(const T* __restrict gyp, const int64_t* __restrict ip, T
         }
         const uint64_t base = static_cast<uint64_t>(h.lo * in_w);
         const int64_t nr = h.hi - h.lo;
-        for (int64_t ow = 0; ow < out_w; ++ow) {
-            const int64_t idx = ir[ow];
-            const uint64_t n = wn[ow];
-            const uint64_t d = static_cast<uint64_t>(idx) - base - static_cast<uint64_t>(wlo[ow]);
-            bool ok = d < n;
-            for (int64_t r = 1; r < nr; ++r) ok |= d - static_cast<uint64_t>(r) * W < n;
-            if (ok) {
-                if (ASSIGN)
-                    gxp[idx] = T(0) + gr[ow];
-                else
-                    gxp[idx] += gr[ow];
-            } else if (n != 0 || generic(oh, ow, idx) == 0) {
-                return oh * out_w + ow;
-            }
+        // The window's rows as a compile-time count for the common 2 and 3
+        // (a loop of 1-2 trips per output cost 30% of a 2x2 backward).
+        for (int64_t ow0 = 0; ow0 < out_w;) {
+            int64_t ow;
+            if (nr == 2)
+                ow = max_bwd_row_d1<ASSIGN, 2>(gr, ir, gxp, W, ow0, out_w, base, nr, wlo, wn);
+            else if (nr == 3)
+                ow = max_bwd_row_d1<ASSIGN, 3>(gr, ir, gxp, W, ow0, out_w, base, nr, wlo, wn);
+            else
+                ow = max_bwd_row_d1<ASSIGN, 0>(gr, ir, gxp, W, ow0, out_w, base, nr, wlo, wn);
+            if (ow < 0) break;
+            // Outside its window: bad, unless the window has no input columns
+            // and idx is the index the forward gives it (no gradient).
+            if (wn[ow] != 0 || generic(oh, ow, ir[ow]) == 0) return oh * out_w + ow;
+            ow0 = ow + 1;
         }
     }
     return -1;
