@@ -247,6 +247,16 @@ struct IsaFns<float> {
 #endif
         return poolk::avg_bwd_s1_plane<float>;
     }
+    // Max-pool backward of whole 2x2 windows at stride 2 (pool_isa.h), or
+    // nullptr (the general path).
+    using Max2x2Fn = int64_t (*)(const float*, const int64_t*, float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                 int64_t);
+    static Max2x2Fn max_bwd_2x2_fn() {
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::max_bwd_2x2_rows_avx2_f32;
+#endif
+        return nullptr;
+    }
     static DisjointFn avg_bwd_disjoint_fn() {
 #ifdef CONVKIT_HAVE_AVX512
         if (active_isa() == Isa::avx512) return poolk::avg_bwd_disjoint_rows_avx512_f32;
@@ -314,6 +324,9 @@ struct IsaFns<double> {
 #endif
         return poolk::avg_bwd_s1_plane<double>;
     }
+    using Max2x2Fn = int64_t (*)(const double*, const int64_t*, double*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                 int64_t);
+    static Max2x2Fn max_bwd_2x2_fn() { return nullptr; }
     static DisjointFn avg_bwd_disjoint_fn() {
 #ifdef CONVKIT_HAVE_AVX512
         if (active_isa() == Isa::avx512) return poolk::avg_bwd_disjoint_rows_avx512_f64;
@@ -549,15 +562,26 @@ int64_t max_pool2d_backward(const PoolGeometry& g, const T* grad_y, const int64_
             if (oh >= g.out_h) return g.in_h;
             return std::min(std::max<int64_t>(oh * g.stride_h - g.pad_h, 0), g.in_h);
         };
+        // Whole 2x2 windows at stride 2 (the seed networks' and VGG's pools):
+        // each input written once, selected from its window's gradient, no
+        // zero fill and no scatter (AVX2: 1.x-3x faster, same bits).
+        const auto tiles_2x2 = d1 && g.kernel_h == 2 && g.kernel_w == 2 && g.stride_h == 2 && g.stride_w == 2 &&
+                                       g.pad_h == 0 && g.pad_w == 0 && g.out_h == g.in_h / 2 && g.out_w == g.in_w / 2
+                                   ? IsaFns<T>::max_bwd_2x2_fn()
+                                   : nullptr;
         std::vector<int64_t> bad(static_cast<size_t>(items), -1);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && items > 1)
         for (int64_t it = 0; it < items; ++it) {
             const int64_t p = it / nb, b = it % nb;
             const int64_t r0 = g.out_h * b / nb, r1 = g.out_h * (b + 1) / nb;
             T* gxp = grad_x + p * plane_in;
-            std::fill(gxp + row_start(r0) * in_w, gxp + row_start(r1) * in_w, T(0));
             const T* gyp = grad_y + p * plane_out;
             const int64_t* ip = indices + p * plane_out;
+            if (tiles_2x2) {
+                bad[it] = tiles_2x2(gyp, ip, gxp, g.in_h, in_w, out_w, r0, r1, g.out_h);
+                continue;
+            }
+            std::fill(gxp + row_start(r0) * in_w, gxp + row_start(r1) * in_w, T(0));
             bad[it] = d1 ? max_bwd_rows_d1<true>(gyp, ip, gxp, in_w, out_w, r0, r1, hp, wlop, wnp, check)
                          : max_bwd_rows_generic<true>(gyp, ip, gxp, out_w, r0, r1, check);
         }

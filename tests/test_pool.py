@@ -806,3 +806,38 @@ def test_avg_pool2d_narrow_outputs_match_row_kernels(rng, isa, shape, kw, dtype)
     gy = rng.standard_normal(y.shape).astype(dtype)
     gx = convkit.avg_pool2d_backward(gy, x, **kw)
     assert_close(gx, ref.avg_pool2d_backward(gy.astype(np.float64), x.astype(np.float64), **kw), rtol)
+
+
+# Whole 2x2 windows at stride 2 (float32, AVX2) write every input once,
+# selected from its window's gradient: the same bits as the general path (the
+# generic ISA), zeros for an odd last row and column, -0.0 and NaN gradients
+# passed as the general path passes them, rows whose last 1-3 windows go
+# through masked loads, and an index outside its window rejected.
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 5, 15, 29), (3, 2, 7, 9), (1, 1, 2, 2), (2, 3, 6, 14),
+                                   (1, 2, 3, 7)])
+def test_max_pool2d_backward_2x2_matches_general_path(rng, shape):
+    x = rng.standard_normal(shape).astype(np.float32)
+    y, idx = convkit.max_pool2d(x, 2, return_indices=True)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gy.flat[::7] = -0.0
+    gy.flat[3::11] = np.nan
+    got = convkit.max_pool2d_backward(gy, x, idx, 2)
+    original = convkit.info()["isa"]
+    convkit.set_isa("generic")
+    try:
+        general = convkit.max_pool2d_backward(gy, x, idx, 2)
+    finally:
+        convkit.set_isa(original)
+    assert_bitwise_equal(got, general)
+    finite = np.nan_to_num(gy.astype(np.float64))
+    assert_close(np.nan_to_num(got.astype(np.float64)),
+                 ref.max_pool2d_backward(finite, x.astype(np.float64), idx, 2), 1e-12)
+    # An index inside the plane but outside its window (the last window's
+    # corner given to the first), and one past the plane.
+    for value in (idx[0, 0, -1, -1], shape[2] * shape[3]):
+        bad = idx.copy()
+        bad[0, 0, 0, 0] = value
+        if value == idx[0, 0, 0, 0]:
+            continue
+        with pytest.raises(ValueError, match="max_pool2d_backward"):
+            convkit.max_pool2d_backward(gy, x, bad, 2)

@@ -1,6 +1,8 @@
 // pool_impl.h row kernels built with the avx2 flags (see CMakeLists.txt).
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "pool_impl.h"
 #include "pool_isa.h"
 
@@ -21,6 +23,64 @@ void avg_fwd_rows_avx2_f32(const PoolGeometry& g, bool cip, int64_t dov, const f
 void avg_fwd_rows_avx2_f64(const PoolGeometry& g, bool cip, int64_t dov, const double* x, double* y, int64_t r0,
                            int64_t r1) {
     avg_fwd_rows<double>(g, cip, dov, x, y, r0, r1);
+}
+
+int64_t max_bwd_2x2_rows_avx2_f32(const float* gy, const int64_t* idx, float* gx, int64_t in_h, int64_t in_w,
+                                  int64_t out_w, int64_t oh0, int64_t oh1, int64_t out_h) {
+    const __m256i one = _mm256_set1_epi64x(1), w0 = _mm256_set1_epi64x(in_w), w1 = _mm256_set1_epi64x(in_w + 1);
+    const __m256i zero_i = _mm256_setzero_si256(), lanes = _mm256_set_epi64x(6, 4, 2, 0);
+    const __m256i dup = _mm256_set_epi32(3, 3, 2, 2, 1, 1, 0, 0);
+    for (int64_t oh = oh0; oh < oh1; ++oh) {
+        const float* gr = gy + oh * out_w;
+        const int64_t* ir = idx + oh * out_w;
+        float* row0 = gx + 2 * oh * in_w;
+        float* row1 = row0 + in_w;
+        const int64_t base = 2 * oh * in_w;
+        __m256i bad = zero_i;
+        for (int64_t ow = 0; ow < out_w; ow += 4) {
+            // The last 1-3 windows of a row through masked loads and stores.
+            const int64_t n = std::min<int64_t>(4, out_w - ow);
+            const __m256i live = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_set_epi64x(3, 2, 1, 0));
+            const __m256i live8 = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(2 * n)), _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0));
+            // d = idx - (top-left input of the window): 0, 1, in_w or in_w + 1.
+            const __m256i top_left = _mm256_add_epi64(_mm256_set1_epi64x(base + 2 * ow), lanes);
+            const __m256i iv = n == 4 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ir + ow))
+                                      : _mm256_maskload_epi64(reinterpret_cast<const long long*>(ir + ow), live);
+            const __m256i d = _mm256_sub_epi64(iv, top_left);
+            const __m256i e00 = _mm256_cmpeq_epi64(d, zero_i), e01 = _mm256_cmpeq_epi64(d, one);
+            const __m256i e10 = _mm256_cmpeq_epi64(d, w0), e11 = _mm256_cmpeq_epi64(d, w1);
+            const __m256i any = _mm256_or_si256(_mm256_or_si256(e00, e01), _mm256_or_si256(e10, e11));
+            bad = _mm256_or_si256(bad, _mm256_andnot_si256(any, live));
+            // Each 64-bit mask is all ones or zeros: its even 32-bit half
+            // masks the window's left input, the odd half (from e01/e11) the
+            // right one.
+            const __m256 m0 = _mm256_castsi256_ps(_mm256_blend_epi32(e00, e01, 0xAA));
+            const __m256 m1 = _mm256_castsi256_ps(_mm256_blend_epi32(e10, e11, 0xAA));
+            const __m128 gv = n == 4 ? _mm_loadu_ps(gr + ow)
+                                     : _mm_maskload_ps(gr + ow, _mm256_castsi256_si128(
+                                           _mm256_permutevar8x32_epi32(live, _mm256_set_epi32(7, 7, 7, 7, 6, 4, 2, 0))));
+            const __m128 g4 = _mm_add_ps(_mm_setzero_ps(), gv);  // 0 + gy
+            const __m256 g8 = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(g4), dup);
+            if (n == 4) {
+                _mm256_storeu_ps(row0 + 2 * ow, _mm256_and_ps(g8, m0));
+                _mm256_storeu_ps(row1 + 2 * ow, _mm256_and_ps(g8, m1));
+            } else {
+                _mm256_maskstore_ps(row0 + 2 * ow, live8, _mm256_and_ps(g8, m0));
+                _mm256_maskstore_ps(row1 + 2 * ow, live8, _mm256_and_ps(g8, m1));
+            }
+        }
+        const bool ok = _mm256_testz_si256(bad, bad) != 0;
+        if (!ok) {
+            for (int64_t o = 0; o < out_w; ++o) {
+                const int64_t d = ir[o] - (base + 2 * o);
+                if (!(d == 0 || d == 1 || d == in_w || d == in_w + 1)) return oh * out_w + o;
+            }
+        }
+        if (in_w > 2 * out_w) row0[in_w - 1] = row1[in_w - 1] = 0.0f;
+    }
+    if (oh1 == out_h && in_h > 2 * out_h)
+        for (int64_t i = 0; i < in_w; ++i) gx[(in_h - 1) * in_w + i] = 0.0f;
+    return -1;
 }
 
 void avg_bwd_scatter_plane_avx2_f32(int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w, int64_t kw,

@@ -27,6 +27,16 @@ void avg_bwd_s1_plane_avx2_f64(int64_t, int64_t, int64_t, int64_t, int64_t, int6
                               const int64_t*, const double*, const double*, double*, double*);
 void avg_bwd_disjoint_rows_avx2_f64(int64_t, int64_t, int64_t, int64_t, const int64_t*, const int32_t*, const double*,
                                    const double*, double*, double*);
+// Max-pool backward of output rows [oh0, oh1) of one plane of whole 2x2
+// windows at stride 2 (out_h = in_h / 2, out_w = in_w / 2, no padding):
+// writes input rows 2*oh0 .. 2*oh1, plus the odd last input column of those
+// rows and, when oh1 == out_h, the odd last input row (no window covers them:
+// zeros). Every input is 0 + gy of its window where the window's index points
+// at it, else +0 (zero fill then assign, bit for bit). Returns the first
+// output position (in the plane) whose index is outside its window, or -1
+// (grad_x is then unspecified).
+int64_t max_bwd_2x2_rows_avx2_f32(const float* gy, const int64_t* idx, float* gx, int64_t in_h, int64_t in_w,
+                                  int64_t out_w, int64_t oh0, int64_t oh1, int64_t out_h);
 #endif
 #ifdef CONVKIT_HAVE_AVX512
 void plane_means_avx512_f32(const float*, int64_t, int64_t, int64_t, float*);
