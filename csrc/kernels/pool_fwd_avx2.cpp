@@ -37,11 +37,14 @@ int64_t max_bwd_2x2_rows_avx2_f32(const float* gy, const int64_t* idx, float* gx
         float* row1 = row0 + in_w;
         const int64_t base = 2 * oh * in_w;
         __m256i bad = zero_i;
-        for (int64_t ow = 0; ow < out_w; ow += 4) {
-            // The last 1-3 windows of a row through masked loads and stores.
+        // Rows of 4 or more windows end with a vector that overlaps the one
+        // before (assignments: rewriting a window gives the same values);
+        // shorter rows go through masked loads and stores.
+        for (int64_t ow0 = 0; ow0 < out_w; ow0 += 4) {
+            const bool part = out_w - ow0 < 4;
+            const int64_t ow = part && out_w >= 4 ? out_w - 4 : ow0;
             const int64_t n = std::min<int64_t>(4, out_w - ow);
             const __m256i live = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_set_epi64x(3, 2, 1, 0));
-            const __m256i live8 = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(2 * n)), _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0));
             // d = idx - (top-left input of the window): 0, 1, in_w or in_w + 1.
             const __m256i top_left = _mm256_add_epi64(_mm256_set1_epi64x(base + 2 * ow), lanes);
             const __m256i iv = n == 4 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ir + ow))
@@ -57,14 +60,16 @@ int64_t max_bwd_2x2_rows_avx2_f32(const float* gy, const int64_t* idx, float* gx
             const __m256 m0 = _mm256_castsi256_ps(_mm256_blend_epi32(e00, e01, 0xAA));
             const __m256 m1 = _mm256_castsi256_ps(_mm256_blend_epi32(e10, e11, 0xAA));
             const __m128 gv = n == 4 ? _mm_loadu_ps(gr + ow)
-                                     : _mm_maskload_ps(gr + ow, _mm256_castsi256_si128(
-                                           _mm256_permutevar8x32_epi32(live, _mm256_set_epi32(7, 7, 7, 7, 6, 4, 2, 0))));
+                                     : _mm_maskload_ps(gr + ow, _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
+                                                                    live, _mm256_set_epi32(7, 7, 7, 7, 6, 4, 2, 0))));
             const __m128 g4 = _mm_add_ps(_mm_setzero_ps(), gv);  // 0 + gy
             const __m256 g8 = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(g4), dup);
             if (n == 4) {
                 _mm256_storeu_ps(row0 + 2 * ow, _mm256_and_ps(g8, m0));
                 _mm256_storeu_ps(row1 + 2 * ow, _mm256_and_ps(g8, m1));
             } else {
+                const __m256i live8 = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(2 * n)),
+                                                         _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0));
                 _mm256_maskstore_ps(row0 + 2 * ow, live8, _mm256_and_ps(g8, m0));
                 _mm256_maskstore_ps(row1 + 2 * ow, live8, _mm256_and_ps(g8, m1));
             }
