@@ -67,6 +67,9 @@ constexpr int64_t kSerialWork = CONVKIT_POOL_SERIAL_WORK;
 constexpr int64_t kSerialWork = 1 << 15;
 #endif
 
+// Planes summed side by side by the narrow-output paths.
+constexpr int64_t kPlaneBlock = 8;
+
 int threads_for(int64_t work) {
     if (work < kSerialWork) return 1;
     return num_threads();
@@ -608,9 +611,6 @@ int64_t max_pool2d_backward(const PoolGeometry& g, const T* grad_y, const int64_
 
 namespace {
 
-// Planes summed side by side by the narrow-output paths.
-constexpr int64_t kPlaneBlock = 8;
-
 // Average pooling of `count` <= kPlaneBlock planes side by side, for outputs
 // with fewer columns than a vector (a 7x7 window over a 7x7 plane, 5x5/3 over
 // 17x17): the row kernels vectorise over output columns, which would idle, and
@@ -684,6 +684,41 @@ void avg_pool2d_forward(const PoolGeometry& g, bool count_include_pad, int64_t d
 
 namespace {
 
+// gather_rows' overlapping case over all rows of kPlaneBlock planes side by
+// side (planes plane_in / plane_out apart): small planes spent their time in
+// the per-input loops over 1-2 window rows and columns, now shared by the
+// eight sums. Each sum keeps its order (from 0, ascending (oh, ow)).
+template <typename T>
+void gather_plane_block(const T* dp, T* gp, int64_t in_h, int64_t in_w, int64_t out_w, int64_t plane_in,
+                        int64_t plane_out, const std::vector<int64_t>& ha, const std::vector<int64_t>& hb,
+                        const std::vector<int64_t>& wa, const std::vector<int64_t>& wb) {
+    for (int64_t ih = 0; ih < in_h; ++ih)
+        for (int64_t iw = 0; iw < in_w; ++iw) {
+            T a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+            for (int64_t oh = ha[ih]; oh < hb[ih]; ++oh)
+                for (int64_t ow = wa[iw]; ow < wb[iw]; ++ow) {
+                    const T* d = dp + oh * out_w + ow;
+                    a0 += d[0];
+                    a1 += d[plane_out];
+                    a2 += d[2 * plane_out];
+                    a3 += d[3 * plane_out];
+                    a4 += d[4 * plane_out];
+                    a5 += d[5 * plane_out];
+                    a6 += d[6 * plane_out];
+                    a7 += d[7 * plane_out];
+                }
+            T* g = gp + ih * in_w + iw;
+            g[0] = a0;
+            g[plane_in] = a1;
+            g[2 * plane_in] = a2;
+            g[3 * plane_in] = a3;
+            g[4 * plane_in] = a4;
+            g[5 * plane_in] = a5;
+            g[6 * plane_in] = a6;
+            g[7 * plane_in] = a7;
+        }
+}
+
 // Gradient of every input of the planes from per-output deltas: gx = gather.
 template <typename T>
 void gather_backward(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w, const T* delta,
@@ -691,6 +726,23 @@ void gather_backward(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h, 
                      const std::vector<int64_t>& wa, const std::vector<int64_t>& wb) {
     const int64_t plane_in = in_h * in_w, plane_out = out_h * out_w;
     const bool single = ranges_single(ha, hb) && ranges_single(wa, wb);
+    if (!single && out_w < kPlaneBlock && planes >= kPlaneBlock) {
+        // Narrow outputs (AlexNet's adaptive 13x13 -> 6x6): planes side by
+        // side, the last block of fewer than kPlaneBlock one by one.
+        const int64_t blocks = planes / kPlaneBlock;
+        parallel_planes(blocks + (planes % kPlaneBlock), planes * (plane_in + plane_out), [&](int64_t b) {
+            if (b < blocks) {
+                const int64_t p0 = b * kPlaneBlock;
+                gather_plane_block(delta + p0 * plane_out, grad_x + p0 * plane_in, in_h, in_w, out_w, plane_in,
+                                   plane_out, ha, hb, wa, wb);
+            } else {
+                const int64_t p = blocks * kPlaneBlock + (b - blocks);
+                gather_rows(delta + p * plane_out, grad_x + p * plane_in, in_w, out_w, 0, in_h, ha, hb, wa, wb,
+                            false);
+            }
+        });
+        return;
+    }
     parallel_plane_rows(planes, in_h, planes * (plane_in + plane_out), [&](int64_t p, int64_t r0, int64_t r1) {
         gather_rows(delta + p * plane_out, grad_x + p * plane_in, in_w, out_w, r0, r1, ha, hb, wa, wb, single);
     });
@@ -784,7 +836,11 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
     // legal) takes the delta + gather path, whose scratch is one delta per
     // output. Both give bitwise the same sums in the same order.
     const bool narrow_window = g.kernel_w <= 2 * g.in_w + 16;
-    if (overlap && narrow_window && g.stride_w == 1 && g.planes >= 2 * int64_t(nt)) {
+    // Outputs narrower than a vector take the delta + gather path, 8 planes
+    // side by side (Inception's 5x5/3 over 17x17: 2x torch's time per plane
+    // in the scatter's per-row set-up).
+    const bool narrow_out = g.out_w < kPlaneBlock && g.planes >= kPlaneBlock;
+    if (overlap && narrow_window && !narrow_out && g.stride_w == 1 && g.planes >= 2 * int64_t(nt)) {
         // Per-plane gather over padded delta rows (each plane by one thread).
         const int64_t rz = std::max(g.kernel_w, g.in_w + g.pad_w + 1 - g.out_w) + 16;
         const int64_t L = g.out_w + g.kernel_w + rz;
@@ -801,7 +857,7 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
         }, nt);
         return;
     }
-    if (overlap && narrow_window && g.planes >= 2 * int64_t(nt)) {
+    if (overlap && narrow_window && !narrow_out && g.planes >= 2 * int64_t(nt)) {
         // Per-plane tap-major scatter (each plane by one thread).
         std::vector<int64_t> ca(g.kernel_w), cb(g.kernel_w), hlo(g.out_h), hhi(g.out_h);
         for (int64_t c = 0; c < g.kernel_w; ++c) {

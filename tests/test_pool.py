@@ -841,3 +841,34 @@ def test_max_pool2d_backward_2x2_matches_general_path(rng, shape):
             continue
         with pytest.raises(ValueError, match="max_pool2d_backward"):
             convkit.max_pool2d_backward(gy, x, bad, 2)
+
+
+# Backward of narrow overlapping outputs (AlexNet's adaptive 13x13 -> 6x6,
+# Inception's 5x5/3 over 17x17) gathers 8 planes side by side; each input's
+# sum keeps its order, so the bits equal those of calls of fewer than 8 planes
+# (per-plane gather or scatter). Plane counts leave a partial block.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op, shape, kw", [
+    ("adaptive", (2, 13, 13, 13), dict(output_size=6)),
+    ("adaptive", (3, 5, 11, 9), dict(output_size=(4, 5))),
+    ("avg", (3, 5, 17, 17), dict(kernel_size=5, stride=3)),
+    ("avg", (2, 9, 10, 11), dict(kernel_size=4, stride=2, padding=1, count_include_pad=False)),
+])
+def test_pool_backward_narrow_outputs_match_small_calls(rng, isa, op, shape, kw, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    if op == "adaptive":
+        fwd = lambda a: convkit.adaptive_avg_pool2d(a, **kw)  # noqa: E731
+        bwd = lambda g, a: convkit.adaptive_avg_pool2d_backward(g, a)  # noqa: E731
+        expected = lambda g, a: ref.adaptive_avg_pool2d_backward(g, a)  # noqa: E731
+    else:
+        fwd = lambda a: convkit.avg_pool2d(a, **kw)  # noqa: E731
+        bwd = lambda g, a: convkit.avg_pool2d_backward(g, a, **kw)  # noqa: E731
+        expected = lambda g, a: ref.avg_pool2d_backward(g, a, **kw)  # noqa: E731
+    gy = rng.standard_normal(fwd(x).shape).astype(dtype)
+    assert gy.shape[-1] < 8
+    gx = bwd(gy, x)
+    for n in range(shape[0]):
+        for sl in (slice(0, 3), slice(shape[1] - 2, shape[1])):
+            assert_bitwise_equal(gx[n:n + 1, sl], bwd(gy[n:n + 1, sl], x[n:n + 1, sl]))
+    rtol = F32_RTOL if dtype == np.float32 else 1e-12
+    assert_close(gx, expected(gy.astype(np.float64), x.astype(np.float64)), rtol)
