@@ -617,6 +617,44 @@ namespace {
 // each output's sum is one chain of dependent adds (latency-bound, 4x slower
 // than torch at one output per plane). Each plane's sum runs in the same
 // order (row-major from 0, then / divisor), so the bits are the same.
+// Sums of the window [h0, h1) x [w0, w1) of `count` <= kPlaneBlock planes
+// (plane_in apart), each from 0 in row-major order, side by side: acc[j].
+template <typename T>
+void plane_block_window_sums(const T* x, int64_t plane_in, int64_t in_w, int64_t count, int64_t h0, int64_t h1,
+                             int64_t w0, int64_t w1, T* acc) {
+    for (int64_t j = 0; j < kPlaneBlock; ++j) acc[j] = T(0);
+    if (count == kPlaneBlock) {
+        // Named scalars: an array here was kept on the stack (store-forwarding
+        // chains, 3x slower).
+        T a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+        for (int64_t ih = h0; ih < h1; ++ih) {
+            const T* q = x + ih * in_w;
+            for (int64_t iw = w0; iw < w1; ++iw) {
+                a0 += q[iw];
+                a1 += q[iw + plane_in];
+                a2 += q[iw + 2 * plane_in];
+                a3 += q[iw + 3 * plane_in];
+                a4 += q[iw + 4 * plane_in];
+                a5 += q[iw + 5 * plane_in];
+                a6 += q[iw + 6 * plane_in];
+                a7 += q[iw + 7 * plane_in];
+            }
+        }
+        acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+        acc[4] = a4; acc[5] = a5; acc[6] = a6; acc[7] = a7;
+        return;
+    }
+    for (int64_t ih = h0; ih < h1; ++ih)
+        for (int64_t iw = w0; iw < w1; ++iw)
+            for (int64_t j = 0; j < count; ++j) acc[j] += x[j * plane_in + ih * in_w + iw];
+}
+
+// Average pooling of `count` <= kPlaneBlock planes side by side, for outputs
+// with fewer columns than a vector (a 7x7 window over a 7x7 plane, 5x5/3 over
+// 17x17): the row kernels vectorise over output columns, which would idle, and
+// each output's sum is one chain of dependent adds (latency-bound, 4x slower
+// than torch at one output per plane). Each plane's sum runs in the same
+// order (row-major from 0, then / divisor), so the bits are the same.
 template <typename T>
 void avg_fwd_plane_block(const PoolGeometry& g, bool cip, int64_t dov, const T* x, T* y, int64_t count) {
     const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
@@ -624,37 +662,13 @@ void avg_fwd_plane_block(const PoolGeometry& g, bool cip, int64_t dov, const T* 
         const poolk::AvgAxis h = poolk::avg_axis(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
         for (int64_t ow = 0; ow < g.out_w; ++ow) {
             const poolk::AvgAxis w = poolk::avg_axis(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
-            T* yo = y + oh * g.out_w + ow;
-            T acc[kPlaneBlock] = {};
+            T acc[kPlaneBlock];
+            plane_block_window_sums(x, plane_in, g.in_w, count, h.lo, h.hi, w.lo, w.hi, acc);
             if (h.lo < h.hi && w.lo < w.hi) {
-                if (count == kPlaneBlock) {
-                    // Named scalars: an array here was kept on the stack
-                    // (store-forwarding chains, 3x slower).
-                    T a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-                    for (int64_t ih = h.lo; ih < h.hi; ++ih) {
-                        const T* q = x + ih * g.in_w;
-                        for (int64_t iw = w.lo; iw < w.hi; ++iw) {
-                            a0 += q[iw];
-                            a1 += q[iw + plane_in];
-                            a2 += q[iw + 2 * plane_in];
-                            a3 += q[iw + 3 * plane_in];
-                            a4 += q[iw + 4 * plane_in];
-                            a5 += q[iw + 5 * plane_in];
-                            a6 += q[iw + 6 * plane_in];
-                            a7 += q[iw + 7 * plane_in];
-                        }
-                    }
-                    acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
-                    acc[4] = a4; acc[5] = a5; acc[6] = a6; acc[7] = a7;
-                } else {
-                    for (int64_t ih = h.lo; ih < h.hi; ++ih)
-                        for (int64_t iw = w.lo; iw < w.hi; ++iw)
-                            for (int64_t j = 0; j < count; ++j) acc[j] += x[j * plane_in + ih * g.in_w + iw];
-                }
                 const T div = static_cast<T>(poolk::avg_divisor(h, w, cip, dov));
                 for (int64_t j = 0; j < count; ++j) acc[j] /= div;
             }
-            for (int64_t j = 0; j < count; ++j) yo[j * plane_out] = acc[j];
+            for (int64_t j = 0; j < count; ++j) y[j * plane_out + oh * g.out_w + ow] = acc[j];
         }
     }
 }
@@ -1030,6 +1044,24 @@ void adaptive_avg_pool2d_forward(const AdaptiveGeometry& g, const T* x, T* y) {
     for (int64_t o = 0; o < g.out_w; ++o) {
         w0[o] = adaptive_start(o, g.out_w, g.in_w);
         w1[o] = adaptive_end(o, g.out_w, g.in_w);
+    }
+    if (g.out_w < kPlaneBlock && g.planes >= kPlaneBlock) {
+        // Narrow outputs (AlexNet's 13x13 -> 6x6): planes side by side, as
+        // avg_pool2d's; the same sums in the same order.
+        parallel_planes(ceil_div_nonneg(g.planes, kPlaneBlock), work, [&](int64_t b) {
+            const int64_t p0 = b * kPlaneBlock, count = std::min(kPlaneBlock, g.planes - p0);
+            for (int64_t oh = 0; oh < g.out_h; ++oh) {
+                const T kh = static_cast<T>(h1[oh] - h0[oh]);
+                for (int64_t ow = 0; ow < g.out_w; ++ow) {
+                    T acc[kPlaneBlock];
+                    plane_block_window_sums(x + p0 * plane_in, plane_in, g.in_w, count, h0[oh], h1[oh], w0[ow],
+                                            w1[ow], acc);
+                    for (int64_t j = 0; j < count; ++j)
+                        y[(p0 + j) * plane_out + oh * g.out_w + ow] = acc[j] / kh / static_cast<T>(w1[ow] - w0[ow]);
+                }
+            }
+        });
+        return;
     }
     parallel_plane_rows(g.planes, g.out_h, work, [&](int64_t p, int64_t r0, int64_t r1) {
         const T* xp = x + p * plane_in;
