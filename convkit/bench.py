@@ -160,7 +160,9 @@ LAYERS: List[Layer] = [
     # Odd sizes: nothing divides anything.
     conv("odd.37x29x31.k53.s2d2", 37, 53, (29, 31), 3, stride=2, padding=2, dilation=2,
          bias=True, batch=64, quick_batch=8),
-    # Pooling.
+    # Pooling: the seed MNIST network's two 2x2 max pools, then ImageNet-sized ones.
+    pool("mnist.maxpool1", "max", 8, 28, 2, batch=128, quick_batch=128),
+    pool("mnist.maxpool2", "max", 16, 14, 2, batch=128, quick_batch=128),
     pool("resnet50.maxpool", "max", 64, 112, 3, stride=2, padding=1, batch=32, quick_batch=2),
     pool("vgg16.maxpool2x2", "max", 128, 112, 2, stride=2, batch=16, quick_batch=1),
     pool("densenet.avgpool2x2", "avg", 128, 56, 2, stride=2, batch=64, quick_batch=4),
