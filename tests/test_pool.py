@@ -874,3 +874,31 @@ def test_pool_backward_narrow_outputs_match_small_calls(rng, isa, op, shape, kw,
             assert_bitwise_equal(y[n:n + 1, sl], fwd(x[n:n + 1, sl]))
     rtol = F32_RTOL if dtype == np.float32 else 1e-12
     assert_close(gx, expected(gy.astype(np.float64), x.astype(np.float64)), rtol)
+
+
+# Overlapping max-pool windows (dilation 1): the backward interleaves the
+# scatters of 4 planes; each plane's sums keep their order, so the bits equal
+# those of calls of 1-3 planes (one plane at a time). Windows of padding only
+# and bad indices send a block back to the per-plane path.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, kw", [
+    ((2, 5, 9, 11), dict(kernel_size=3, stride=1, padding=1)),
+    ((3, 3, 12, 10), dict(kernel_size=3, stride=2, padding=1)),
+    ((1, 6, 7, 9), dict(kernel_size=(2, 4), stride=(1, 3), padding=(1, 2), ceil_mode=True)),
+])
+def test_max_pool2d_backward_overlapping_planes_match_single(rng, shape, kw, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    x[..., ::3, ::2] = 1.0  # ties: neighbouring windows share their maximum
+    y, idx = convkit.max_pool2d(x, return_indices=True, **kw)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gx = convkit.max_pool2d_backward(gy, x, idx, **kw)
+    for n in range(shape[0]):
+        for c in range(shape[1]):
+            sl = (slice(n, n + 1), slice(c, c + 1))
+            assert_bitwise_equal(gx[sl], convkit.max_pool2d_backward(gy[sl], x[sl], idx[sl], **kw))
+    assert_close(gx, ref.max_pool2d_backward(gy.astype(np.float64), x.astype(np.float64), idx, **kw),
+                 F32_RTOL if dtype == np.float32 else 1e-12)
+    bad = idx.copy()
+    bad[0, 1, -1, -1] = -1
+    with pytest.raises(ValueError, match="max_pool2d_backward"):
+        convkit.max_pool2d_backward(gy, x, bad, **kw)
