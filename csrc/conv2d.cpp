@@ -830,8 +830,8 @@ void gemm_forward(const ConvGeometry& g, const T* x, const T* w, bool w_transpos
             tasks = G * ceil_div(J, tile) * ceil_div(mpanels, panels_per_chunk);
             return ceil_div(tasks, int64_t(nt)) * (tile / nr) * (panels_per_chunk + 1);
         };
-        int64_t tiles = ceil_div(J, kr.nc);
-        const int64_t max_tiles = ceil_div(J, 4 * nr);
+        const int64_t min_tiles = ceil_div(J, kr.nc), max_tiles = ceil_div(J, 4 * nr);
+        int64_t tiles = min_tiles;
         if (G * tiles < 8 * int64_t(nt)) {
             int64_t t = tiles;
             while (t < max_tiles && (G * t) % nt != 0) ++t;
@@ -842,7 +842,6 @@ void gemm_forward(const ConvGeometry& g, const T* x, const T* w, bool w_transpos
         int64_t best_tasks = 0;
         const int64_t usual = cost_of(nb_tile, msplit, best_tasks);
         int64_t best = usual;
-        const int64_t min_tiles = ceil_div(J, kr.nc);
         for (int64_t t = min_tiles; t <= std::min(std::max(min_tiles, max_tiles), min_tiles + 64); ++t) {
             const int64_t tile = round_up(ceil_div(J, t), nr);
             for (int64_t sp = 1; sp <= mpanels; sp *= 2) {

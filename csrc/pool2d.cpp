@@ -428,21 +428,37 @@ int64_t bands_per_plane(int64_t planes, int64_t rows, int nt) {
     return 1;
 }
 
-// Outputs [ow0, out_w) of one row of max_bwd_rows_d1 (NR: the window's rows,
-// 0 = nr_rt). Stops at the first output whose index is outside its window (or
-// whose window has no input columns) and returns its column, or -1.
+// Whether d = idx - (the window's top-left input) lies in a window of nr rows
+// (NR: nr as a compile-time count, 0: nr_rt) and n columns, rows W apart.
+template <int NR>
+inline bool in_window(uint64_t d, uint64_t n, uint64_t W, int64_t nr_rt) {
+    const int64_t nr = NR > 0 ? NR : nr_rt;
+    bool ok = d < n;
+    for (int64_t r = 1; r < nr; ++r) ok |= d - static_cast<uint64_t>(r) * W < n;
+    return ok;
+}
+
+// f(std::integral_constant<int, NR>{}) with NR = nr for the common 2 and 3
+// window rows (a loop of 1-2 trips per output cost 30% of a 2x2 backward),
+// else NR = 0 (nr at run time).
+template <class F>
+inline auto with_window_rows(int64_t nr, F&& f) {
+    if (nr == 2) return f(std::integral_constant<int, 2>{});
+    if (nr == 3) return f(std::integral_constant<int, 3>{});
+    return f(std::integral_constant<int, 0>{});
+}
+
+// Outputs [ow0, out_w) of one row of max_bwd_rows_d1. Stops at the first
+// output whose index is outside its window (or whose window has no input
+// columns) and returns its column, or -1.
 template <bool ASSIGN, int NR, typename T>
 inline int64_t max_bwd_row_d1(const T* __restrict gr, const int64_t* __restrict ir, T* __restrict gxp, uint64_t W,
-                              int64_t ow0, int64_t out_w, uint64_t base, int64_t nr_rt, const int64_t* wlo,
+                              int64_t ow0, int64_t out_w, uint64_t base, int64_t nr, const int64_t* wlo,
                               const uint64_t* wn) {
-    const int64_t nr = NR > 0 ? NR : nr_rt;
     for (int64_t ow = ow0; ow < out_w; ++ow) {
         const int64_t idx = ir[ow];
-        const uint64_t n = wn[ow];
         const uint64_t d = static_cast<uint64_t>(idx) - base - static_cast<uint64_t>(wlo[ow]);
-        bool ok = d < n;
-        for (int64_t r = 1; r < nr; ++r) ok |= d - static_cast<uint64_t>(r) * W < n;
-        if (!ok) return ow;
+        if (!in_window<NR>(d, wn[ow], W, nr)) return ow;
         if (ASSIGN)
             gxp[idx] = T(0) + gr[ow];
         else
@@ -473,16 +489,10 @@ int64_t max_bwd_rows_d1(const T* __restrict gyp, const int64_t* __restrict ip, T
         }
         const uint64_t base = static_cast<uint64_t>(h.lo * in_w);
         const int64_t nr = h.hi - h.lo;
-        // The window's rows as a compile-time count for the common 2 and 3
-        // (a loop of 1-2 trips per output cost 30% of a 2x2 backward).
         for (int64_t ow0 = 0; ow0 < out_w;) {
-            int64_t ow;
-            if (nr == 2)
-                ow = max_bwd_row_d1<ASSIGN, 2>(gr, ir, gxp, W, ow0, out_w, base, nr, wlo, wn);
-            else if (nr == 3)
-                ow = max_bwd_row_d1<ASSIGN, 3>(gr, ir, gxp, W, ow0, out_w, base, nr, wlo, wn);
-            else
-                ow = max_bwd_row_d1<ASSIGN, 0>(gr, ir, gxp, W, ow0, out_w, base, nr, wlo, wn);
+            const int64_t ow = with_window_rows(nr, [&](auto NR) {
+                return max_bwd_row_d1<ASSIGN, decltype(NR)::value>(gr, ir, gxp, W, ow0, out_w, base, nr, wlo, wn);
+            });
             if (ow < 0) break;
             // Outside its window: bad, unless the window has no input columns
             // and idx is the index the forward gives it (no gradient).
@@ -494,21 +504,15 @@ int64_t max_bwd_rows_d1(const T* __restrict gyp, const int64_t* __restrict ip, T
 }
 
 // One output row of 4 planes (gy, idx plane_out apart, gx plane_in apart) of
-// max_bwd_4planes_d1, NR as in max_bwd_row_d1; false at the first index
-// outside its window (or a window without input columns).
+// max_bwd_4planes_d1; false at the first index outside its window (or a
+// window without input columns).
 template <int NR, typename T>
 inline bool max_bwd_row_4planes(const T* __restrict gr, const int64_t* __restrict ir, T* __restrict gx,
                                 int64_t plane_in, int64_t plane_out, uint64_t W, int64_t out_w, uint64_t base,
-                                int64_t nr_rt, const int64_t* wlo, const uint64_t* wn) {
-    const int64_t nr = NR > 0 ? NR : nr_rt;
+                                int64_t nr, const int64_t* wlo, const uint64_t* wn) {
     for (int64_t ow = 0; ow < out_w; ++ow) {
         const uint64_t start = base + static_cast<uint64_t>(wlo[ow]), n = wn[ow];
-        auto inside = [&](int64_t idx) {
-            const uint64_t d = static_cast<uint64_t>(idx) - start;
-            bool ok = d < n;
-            for (int64_t r = 1; r < nr; ++r) ok |= d - static_cast<uint64_t>(r) * W < n;
-            return ok;
-        };
+        auto inside = [&](int64_t idx) { return in_window<NR>(static_cast<uint64_t>(idx) - start, n, W, nr); };
         const int64_t i0 = ir[ow], i1 = ir[ow + plane_out], i2 = ir[ow + 2 * plane_out], i3 = ir[ow + 3 * plane_out];
         if (!(inside(i0) & inside(i1) & inside(i2) & inside(i3))) return false;
         gx[i0] += gr[ow];
@@ -535,13 +539,10 @@ bool max_bwd_4planes_d1(const T* gyp, const int64_t* ip, T* gxp, int64_t plane_i
         const int64_t nr = h.hi - h.lo;
         const T* gr = gyp + oh * out_w;
         const int64_t* ir = ip + oh * out_w;
-        bool ok;
-        if (nr == 2)
-            ok = max_bwd_row_4planes<2>(gr, ir, gxp, plane_in, plane_out, W, out_w, base, nr, wlo, wn);
-        else if (nr == 3)
-            ok = max_bwd_row_4planes<3>(gr, ir, gxp, plane_in, plane_out, W, out_w, base, nr, wlo, wn);
-        else
-            ok = max_bwd_row_4planes<0>(gr, ir, gxp, plane_in, plane_out, W, out_w, base, nr, wlo, wn);
+        const bool ok = with_window_rows(nr, [&](auto NR) {
+            return max_bwd_row_4planes<decltype(NR)::value>(gr, ir, gxp, plane_in, plane_out, W, out_w, base, nr,
+                                                            wlo, wn);
+        });
         if (!ok) return false;
     }
     return true;
@@ -681,60 +682,58 @@ int64_t max_pool2d_backward(const PoolGeometry& g, const T* grad_y, const int64_
 
 namespace {
 
-// Sums of the window [h0, h1) x [w0, w1) of `count` <= kPlaneBlock planes
-// (plane_in apart), each from 0 in row-major order, side by side: acc[j].
-template <typename T>
-void plane_block_window_sums(const T* x, int64_t plane_in, int64_t in_w, int64_t count, int64_t h0, int64_t h1,
-                             int64_t w0, int64_t w1, T* acc) {
-    for (int64_t j = 0; j < kPlaneBlock; ++j) acc[j] = T(0);
-    if (count == kPlaneBlock) {
-        // Named scalars: an array here was kept on the stack (store-forwarding
-        // chains, 3x slower).
-        T a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-        for (int64_t ih = h0; ih < h1; ++ih) {
-            const T* q = x + ih * in_w;
-            for (int64_t iw = w0; iw < w1; ++iw) {
-                a0 += q[iw];
-                a1 += q[iw + plane_in];
-                a2 += q[iw + 2 * plane_in];
-                a3 += q[iw + 3 * plane_in];
-                a4 += q[iw + 4 * plane_in];
-                a5 += q[iw + 5 * plane_in];
-                a6 += q[iw + 6 * plane_in];
-                a7 += q[iw + 7 * plane_in];
+// Window sums of `count` <= kPlaneBlock planes side by side, for results
+// with fewer columns than a vector (a 7x7 window over 7x7 planes, AlexNet's
+// adaptive 13x13 -> 6x6, the backward gather of such layers): the row kernels
+// vectorise over columns, which would idle, and each sum is one chain of
+// dependent adds (latency-bound: 4x slower than torch at one output per
+// plane). Result (r, c) of plane j:
+//   dst[j*dst_plane + r*cols + c] = finish(sum, r, c), sum = 0 + the
+//   src[j*src_plane + i*src_w + k] for i in [h0[r], h1[r]), k in [w0[c], w1[c])
+// in row-major order: each plane's own order, so the bits of the per-plane
+// loops.
+template <typename T, class Finish>
+void plane_block_window_sums(const T* src, int64_t src_plane, int64_t src_w, T* dst, int64_t dst_plane,
+                             int64_t rows, int64_t cols, const int64_t* h0, const int64_t* h1, const int64_t* w0,
+                             const int64_t* w1, int64_t count, Finish finish) {
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) {
+            T acc[kPlaneBlock] = {};
+            if (count == kPlaneBlock) {
+                // Named scalars: an array here was kept on the stack
+                // (store-forwarding chains, 3x slower).
+                T a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+                for (int64_t i = h0[r]; i < h1[r]; ++i) {
+                    const T* q = src + i * src_w;
+                    for (int64_t k = w0[c]; k < w1[c]; ++k) {
+                        a0 += q[k];
+                        a1 += q[k + src_plane];
+                        a2 += q[k + 2 * src_plane];
+                        a3 += q[k + 3 * src_plane];
+                        a4 += q[k + 4 * src_plane];
+                        a5 += q[k + 5 * src_plane];
+                        a6 += q[k + 6 * src_plane];
+                        a7 += q[k + 7 * src_plane];
+                    }
+                }
+                acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+                acc[4] = a4; acc[5] = a5; acc[6] = a6; acc[7] = a7;
+            } else {
+                for (int64_t i = h0[r]; i < h1[r]; ++i)
+                    for (int64_t k = w0[c]; k < w1[c]; ++k)
+                        for (int64_t j = 0; j < count; ++j) acc[j] += src[j * src_plane + i * src_w + k];
             }
+            for (int64_t j = 0; j < count; ++j) dst[j * dst_plane + r * cols + c] = finish(acc[j], r, c);
         }
-        acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
-        acc[4] = a4; acc[5] = a5; acc[6] = a6; acc[7] = a7;
-        return;
-    }
-    for (int64_t ih = h0; ih < h1; ++ih)
-        for (int64_t iw = w0; iw < w1; ++iw)
-            for (int64_t j = 0; j < count; ++j) acc[j] += x[j * plane_in + ih * in_w + iw];
 }
 
-// Average pooling of `count` <= kPlaneBlock planes side by side, for outputs
-// with fewer columns than a vector (a 7x7 window over a 7x7 plane, 5x5/3 over
-// 17x17): the row kernels vectorise over output columns, which would idle, and
-// each output's sum is one chain of dependent adds (latency-bound, 4x slower
-// than torch at one output per plane). Each plane's sum runs in the same
-// order (row-major from 0, then / divisor), so the bits are the same.
-template <typename T>
-void avg_fwd_plane_block(const PoolGeometry& g, bool cip, int64_t dov, const T* x, T* y, int64_t count) {
-    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
-    for (int64_t oh = 0; oh < g.out_h; ++oh) {
-        const poolk::AvgAxis h = poolk::avg_axis(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
-        for (int64_t ow = 0; ow < g.out_w; ++ow) {
-            const poolk::AvgAxis w = poolk::avg_axis(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
-            T acc[kPlaneBlock];
-            plane_block_window_sums(x, plane_in, g.in_w, count, h.lo, h.hi, w.lo, w.hi, acc);
-            if (h.lo < h.hi && w.lo < w.hi) {
-                const T div = static_cast<T>(poolk::avg_divisor(h, w, cip, dov));
-                for (int64_t j = 0; j < count; ++j) acc[j] /= div;
-            }
-            for (int64_t j = 0; j < count; ++j) y[j * plane_out + oh * g.out_w + ow] = acc[j];
-        }
-    }
+// f(p0, count) over blocks of kPlaneBlock planes (the last one shorter).
+template <typename F>
+void parallel_plane_blocks(int64_t planes, int64_t work, F f) {
+    parallel_planes(ceil_div_nonneg(planes, kPlaneBlock), work, [&](int64_t b) {
+        const int64_t p0 = b * kPlaneBlock;
+        f(p0, std::min(kPlaneBlock, planes - p0));
+    });
 }
 
 }  // namespace
@@ -746,11 +745,27 @@ void avg_pool2d_forward(const PoolGeometry& g, bool count_include_pad, int64_t d
     if (g.planes <= 0 || plane_out <= 0) return;
     const int64_t work = window_work(g);
     if (g.out_w < kPlaneBlock && g.planes >= kPlaneBlock) {
-        const int64_t blocks = ceil_div_nonneg(g.planes, kPlaneBlock);
-        parallel_planes(blocks, work, [&](int64_t b) {
-            const int64_t p0 = b * kPlaneBlock;
-            avg_fwd_plane_block(g, count_include_pad, divisor_override, x + p0 * plane_in, y + p0 * plane_out,
-                                std::min(kPlaneBlock, g.planes - p0));
+        // Narrow outputs: planes side by side; sum / divisor, or 0 for a
+        // window that holds no input (as avg_one).
+        std::vector<int64_t> h0(g.out_h), h1(g.out_h), w0(g.out_w), w1(g.out_w);
+        std::vector<T> div(static_cast<size_t>(plane_out));
+        for (int64_t oh = 0; oh < g.out_h; ++oh) {
+            const poolk::AvgAxis h = poolk::avg_axis(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
+            h0[oh] = h.lo;
+            h1[oh] = std::max(h.lo, h.hi);
+            for (int64_t ow = 0; ow < g.out_w; ++ow) {
+                const poolk::AvgAxis w = poolk::avg_axis(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+                w0[ow] = w.lo;
+                w1[ow] = std::max(w.lo, w.hi);
+                div[oh * g.out_w + ow] = static_cast<T>(poolk::avg_divisor(h, w, count_include_pad, divisor_override));
+            }
+        }
+        auto finish = [&](T sum, int64_t oh, int64_t ow) {
+            return h0[oh] < h1[oh] && w0[ow] < w1[ow] ? sum / div[oh * g.out_w + ow] : sum;
+        };
+        parallel_plane_blocks(g.planes, work, [&](int64_t p0, int64_t count) {
+            plane_block_window_sums(x + p0 * plane_in, plane_in, g.in_w, y + p0 * plane_out, plane_out, g.out_h,
+                                    g.out_w, h0.data(), h1.data(), w0.data(), w1.data(), count, finish);
         });
         return;
     }
@@ -762,41 +777,6 @@ void avg_pool2d_forward(const PoolGeometry& g, bool count_include_pad, int64_t d
 
 namespace {
 
-// gather_rows' overlapping case over all rows of kPlaneBlock planes side by
-// side (planes plane_in / plane_out apart): small planes spent their time in
-// the per-input loops over 1-2 window rows and columns, now shared by the
-// eight sums. Each sum keeps its order (from 0, ascending (oh, ow)).
-template <typename T>
-void gather_plane_block(const T* dp, T* gp, int64_t in_h, int64_t in_w, int64_t out_w, int64_t plane_in,
-                        int64_t plane_out, const std::vector<int64_t>& ha, const std::vector<int64_t>& hb,
-                        const std::vector<int64_t>& wa, const std::vector<int64_t>& wb) {
-    for (int64_t ih = 0; ih < in_h; ++ih)
-        for (int64_t iw = 0; iw < in_w; ++iw) {
-            T a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-            for (int64_t oh = ha[ih]; oh < hb[ih]; ++oh)
-                for (int64_t ow = wa[iw]; ow < wb[iw]; ++ow) {
-                    const T* d = dp + oh * out_w + ow;
-                    a0 += d[0];
-                    a1 += d[plane_out];
-                    a2 += d[2 * plane_out];
-                    a3 += d[3 * plane_out];
-                    a4 += d[4 * plane_out];
-                    a5 += d[5 * plane_out];
-                    a6 += d[6 * plane_out];
-                    a7 += d[7 * plane_out];
-                }
-            T* g = gp + ih * in_w + iw;
-            g[0] = a0;
-            g[plane_in] = a1;
-            g[2 * plane_in] = a2;
-            g[3 * plane_in] = a3;
-            g[4 * plane_in] = a4;
-            g[5 * plane_in] = a5;
-            g[6 * plane_in] = a6;
-            g[7 * plane_in] = a7;
-        }
-}
-
 // Gradient of every input of the planes from per-output deltas: gx = gather.
 template <typename T>
 void gather_backward(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w, const T* delta,
@@ -805,19 +785,12 @@ void gather_backward(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h, 
     const int64_t plane_in = in_h * in_w, plane_out = out_h * out_w;
     const bool single = ranges_single(ha, hb) && ranges_single(wa, wb);
     if (!single && out_w < kPlaneBlock && planes >= kPlaneBlock) {
-        // Narrow outputs (AlexNet's adaptive 13x13 -> 6x6): planes side by
-        // side, the last block of fewer than kPlaneBlock one by one.
-        const int64_t blocks = planes / kPlaneBlock;
-        parallel_planes(blocks + (planes % kPlaneBlock), planes * (plane_in + plane_out), [&](int64_t b) {
-            if (b < blocks) {
-                const int64_t p0 = b * kPlaneBlock;
-                gather_plane_block(delta + p0 * plane_out, grad_x + p0 * plane_in, in_h, in_w, out_w, plane_in,
-                                   plane_out, ha, hb, wa, wb);
-            } else {
-                const int64_t p = blocks * kPlaneBlock + (b - blocks);
-                gather_rows(delta + p * plane_out, grad_x + p * plane_in, in_w, out_w, 0, in_h, ha, hb, wa, wb,
-                            false);
-            }
+        // Narrow outputs (AlexNet's adaptive 13x13 -> 6x6): each input's sum
+        // of deltas, planes side by side (gather_rows' order).
+        parallel_plane_blocks(planes, planes * (plane_in + plane_out), [&](int64_t p0, int64_t count) {
+            plane_block_window_sums(delta + p0 * plane_out, plane_out, out_w, grad_x + p0 * plane_in, plane_in, in_h,
+                                    in_w, ha.data(), hb.data(), wa.data(), wb.data(), count,
+                                    [](T sum, int64_t, int64_t) { return sum; });
         });
         return;
     }
@@ -1112,18 +1085,12 @@ void adaptive_avg_pool2d_forward(const AdaptiveGeometry& g, const T* x, T* y) {
     if (g.out_w < kPlaneBlock && g.planes >= kPlaneBlock) {
         // Narrow outputs (AlexNet's 13x13 -> 6x6): planes side by side, as
         // avg_pool2d's; the same sums in the same order.
-        parallel_planes(ceil_div_nonneg(g.planes, kPlaneBlock), work, [&](int64_t b) {
-            const int64_t p0 = b * kPlaneBlock, count = std::min(kPlaneBlock, g.planes - p0);
-            for (int64_t oh = 0; oh < g.out_h; ++oh) {
-                const T kh = static_cast<T>(h1[oh] - h0[oh]);
-                for (int64_t ow = 0; ow < g.out_w; ++ow) {
-                    T acc[kPlaneBlock];
-                    plane_block_window_sums(x + p0 * plane_in, plane_in, g.in_w, count, h0[oh], h1[oh], w0[ow],
-                                            w1[ow], acc);
-                    for (int64_t j = 0; j < count; ++j)
-                        y[(p0 + j) * plane_out + oh * g.out_w + ow] = acc[j] / kh / static_cast<T>(w1[ow] - w0[ow]);
-                }
-            }
+        auto finish = [&](T sum, int64_t oh, int64_t ow) {
+            return sum / static_cast<T>(h1[oh] - h0[oh]) / static_cast<T>(w1[ow] - w0[ow]);
+        };
+        parallel_plane_blocks(g.planes, work, [&](int64_t p0, int64_t count) {
+            plane_block_window_sums(x + p0 * plane_in, plane_in, g.in_w, y + p0 * plane_out, plane_out, g.out_h,
+                                    g.out_w, h0.data(), h1.data(), w0.data(), w1.data(), count, finish);
         });
         return;
     }
