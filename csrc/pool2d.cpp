@@ -70,6 +70,10 @@ constexpr int64_t kSerialWork = 1 << 15;
 // Planes summed side by side by the narrow-output paths.
 constexpr int64_t kPlaneBlock = 8;
 
+// Dilated max-pool backward gathers (cost per input ~ taps) up to this many
+// window taps; larger windows scatter (cost per output ~ 1).
+constexpr int64_t kGatherMaxTaps = 25;
+
 int threads_for(int64_t work) {
     if (work < kSerialWork) return 1;
     return num_threads();
@@ -260,6 +264,15 @@ struct IsaFns<float> {
 #endif
         return nullptr;
     }
+    // Max-pool backward at column stride 1 as a gather (pool_isa.h), or
+    // nullptr (the scatter).
+    using GatherW1Fn = int64_t (*)(const PoolGeometry&, const float*, const int64_t*, float*, int64_t, int64_t);
+    static GatherW1Fn max_bwd_gather_w1_fn() {
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::max_bwd_gather_w1_avx2_f32;
+#endif
+        return nullptr;
+    }
     static DisjointFn avg_bwd_disjoint_fn() {
 #ifdef CONVKIT_HAVE_AVX512
         if (active_isa() == Isa::avx512) return poolk::avg_bwd_disjoint_rows_avx512_f32;
@@ -330,6 +343,8 @@ struct IsaFns<double> {
     using Max2x2Fn = int64_t (*)(const double*, const int64_t*, double*, int64_t, int64_t, int64_t, int64_t, int64_t,
                                  int64_t);
     static Max2x2Fn max_bwd_2x2_fn() { return nullptr; }
+    using GatherW1Fn = int64_t (*)(const PoolGeometry&, const double*, const int64_t*, double*, int64_t, int64_t);
+    static GatherW1Fn max_bwd_gather_w1_fn() { return nullptr; }
     static DisjointFn avg_bwd_disjoint_fn() {
 #ifdef CONVKIT_HAVE_AVX512
         if (active_isa() == Isa::avx512) return poolk::avg_bwd_disjoint_rows_avx512_f64;
@@ -548,6 +563,53 @@ bool max_bwd_4planes_d1(const T* gyp, const int64_t* ip, T* gxp, int64_t plane_i
     return true;
 }
 
+// Window check of a row's indices ahead of the scatter (pool_isa.h), or
+// nullptr.
+using WindowCheckFn = bool (*)(const int64_t*, int64_t, bool, const int32_t*, const int32_t*, int32_t, int32_t,
+                               int64_t, int32_t*);
+WindowCheckFn window_check_fn() {
+#ifdef CONVKIT_HAVE_AVX2
+    if (active_isa() >= Isa::avx2) return poolk::max_bwd_window_check_avx2;
+#endif
+    return nullptr;
+}
+
+// max_bwd_4planes_d1 with each row's indices checked ahead, 8 at a time
+// (check: window_check_fn()): the scatter loop is then loads, adds and
+// stores only (the per-index test cost 3x torch's whole backward at 5x5/1).
+// wlo32 / wn_minus1: the columns of each output's window, none empty.
+template <typename T>
+bool max_bwd_4planes_prechecked(WindowCheckFn check, const T* gyp, const int64_t* ip, T* gxp, int64_t plane_in,
+                                int64_t plane_out, int64_t in_w, int64_t out_w, int64_t out_h, const MaxAxis* hp,
+                                const int32_t* wlo32, const int32_t* wn_minus1, const int64_t* indices_end) {
+    std::fill(gxp, gxp + 4 * plane_in, T(0));
+    constexpr int64_t kSpan = 256;
+    int32_t at[4][kSpan];
+    for (int64_t oh = 0; oh < out_h; ++oh) {
+        const MaxAxis& h = hp[oh];
+        if (h.lo >= h.hi) return false;
+        for (int64_t ow0 = 0; ow0 < out_w; ow0 += kSpan) {
+            const int64_t m = std::min(kSpan, out_w - ow0);
+            const int64_t o0 = oh * out_w + ow0;
+            bool ok = true;
+            for (int p = 0; p < 4; ++p) {
+                const int64_t* row = ip + p * plane_out + o0;
+                ok &= check(row, m, indices_end - row >= (m + 7) / 8 * 8, wlo32 + ow0, wn_minus1 + ow0,
+                            static_cast<int32_t>(h.lo * in_w), static_cast<int32_t>(in_w), h.hi - h.lo, at[p]);
+            }
+            if (!ok) return false;
+            const T* gr = gyp + o0;
+            for (int64_t o = 0; o < m; ++o) {
+                gxp[at[0][o]] += gr[o];
+                gxp[plane_in + at[1][o]] += gr[plane_out + o];
+                gxp[2 * plane_in + at[2][o]] += gr[2 * plane_out + o];
+                gxp[3 * plane_in + at[3][o]] += gr[3 * plane_out + o];
+            }
+        }
+    }
+    return true;
+}
+
 // Same with the general window test check(oh, ow, idx) (any dilation).
 template <bool ASSIGN, typename T, typename Check>
 int64_t max_bwd_rows_generic(const T* gyp, const int64_t* ip, T* gxp, int64_t out_w, int64_t oh0, int64_t oh1,
@@ -656,12 +718,52 @@ int64_t max_pool2d_backward(const PoolGeometry& g, const T* grad_y, const int64_
         bad[p] = d1 ? max_bwd_rows_d1<false>(gyp, ip, gxp, in_w, out_w, 0, g.out_h, hp, wlop, wnp, check)
                     : max_bwd_rows_generic<false>(gyp, ip, gxp, out_w, 0, g.out_h, check);
     };
+    // Column stride 1, dilated windows or 3x3 ones over rows of a few
+    // vectors: every input gathers its gradient (pool_isa.h), parallel over
+    // planes x bands of input rows (dilated 3x3/1: 3.2x the scatter, 3x3/1
+    // over 28 or 56 columns 1.1x; the scatter wins on narrower rows and
+    // larger windows). A plane whose match count falls short of its outputs
+    // holds a bad index: redone through the checked scatter, which names it.
+    const auto gather = IsaFns<T>::max_bwd_gather_w1_fn();
+    const bool any_empty = std::any_of(ha.begin(), ha.end(), [](const MaxAxis& a) { return a.lo >= a.hi; }) ||
+                           std::any_of(wa.begin(), wa.end(), [](const MaxAxis& a) { return a.lo >= a.hi; });
+    const int64_t taps = g.kernel_h * g.kernel_w;
+    const bool gather_pays = d1 ? taps <= 9 && in_w >= 24 : taps <= kGatherMaxTaps;
+    if (gather && g.stride_w == 1 && gather_pays && !any_empty && plane_in < (int64_t(1) << 31) - 64) {
+        const int64_t nb = bands_per_plane(g.planes, g.in_h, nt);
+        std::vector<int64_t> matched(static_cast<size_t>(g.planes * nb));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && g.planes * nb > 1)
+        for (int64_t it = 0; it < g.planes * nb; ++it) {
+            const int64_t p = it / nb, b = it % nb;
+            matched[it] = gather(g, grad_y + p * plane_out, indices + p * plane_out, grad_x + p * plane_in,
+                                 g.in_h * b / nb, g.in_h * (b + 1) / nb);
+        }
+        for (int64_t p = 0; p < g.planes; ++p) {
+            int64_t m = 0;
+            for (int64_t b = 0; b < nb; ++b) m += matched[p * nb + b];
+            if (m != plane_out) {
+                one_plane(p);
+                if (bad[p] >= 0) return p * plane_out + bad[p];
+            }
+        }
+        return -1;
+    }
     // Overlapping windows: neighbours often share their maximum, so the
     // scatter's gx[idx] += gy waits on the store before it (3x3/1 windows
     // ran 0.65x torch). Four planes' scatters interleaved hide that latency,
     // each plane's additions in its own order (the same bits). A block with
     // a window of padding only or a bad index is redone plane by plane.
     const int64_t blocks = d1 ? g.planes / 4 : 0;
+    // (rows narrower than a vector: the per-index test stays cheaper)
+    const WindowCheckFn check_ahead =
+        !any_empty && out_w >= 8 && plane_in <= (int64_t(1) << 30) ? window_check_fn() : nullptr;
+    std::vector<int32_t> wlo32, wn_minus1;
+    if (check_ahead) {  // padded to whole vectors
+        wlo32.assign(wlo.begin(), wlo.end());
+        for (uint64_t n : wn) wn_minus1.push_back(static_cast<int32_t>(n) - 1);
+        wlo32.resize(wlo32.size() + 8);
+        wn_minus1.resize(wn_minus1.size() + 8);
+    }
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && g.planes > 1)
     for (int64_t it = 0; it < blocks + (g.planes - 4 * blocks); ++it) {
         if (it >= blocks) {
@@ -669,8 +771,15 @@ int64_t max_pool2d_backward(const PoolGeometry& g, const T* grad_y, const int64_
             continue;
         }
         const int64_t p0 = 4 * it;
-        if (!max_bwd_4planes_d1(grad_y + p0 * plane_out, indices + p0 * plane_out, grad_x + p0 * plane_in, plane_in,
-                                plane_out, in_w, out_w, g.out_h, hp, wlop, wnp))
+        const T* gyp = grad_y + p0 * plane_out;
+        const int64_t* ip = indices + p0 * plane_out;
+        T* gxp = grad_x + p0 * plane_in;
+        const bool done = check_ahead ? max_bwd_4planes_prechecked(check_ahead, gyp, ip, gxp, plane_in, plane_out, in_w,
+                                                                   out_w, g.out_h, hp, wlo32.data(), wn_minus1.data(),
+                                                                   indices + g.planes * plane_out)
+                                      : max_bwd_4planes_d1(gyp, ip, gxp, plane_in, plane_out, in_w, out_w, g.out_h,
+                                                           hp, wlop, wnp);
+        if (!done)
             for (int64_t p = p0; p < p0 + 4; ++p) one_plane(p);
     }
     for (int64_t p = 0; p < g.planes; ++p)

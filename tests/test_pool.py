@@ -902,3 +902,72 @@ def test_max_pool2d_backward_overlapping_planes_match_single(rng, shape, kw, dty
     bad[0, 1, -1, -1] = -1
     with pytest.raises(ValueError, match="max_pool2d_backward"):
         convkit.max_pool2d_backward(gy, x, bad, **kw)
+
+
+def _generic_isa(fn):
+    """fn() with the portable kernels (the per-output scatter)."""
+    original = convkit.info()["isa"]
+    convkit.set_isa("generic")
+    try:
+        return fn()
+    finally:
+        convkit.set_isa(original)
+
+
+def _error_text(fn):
+    try:
+        fn()
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+# Overlapping max-pool windows at column stride 1, float32 (AVX2): dilated
+# windows and 3x3 ones over rows of 24+ columns gather each input's gradient
+# (the vector compares of a row against the outputs around it); larger
+# windows check each row's indices 8 at a time, then scatter. Both give the
+# bits of the per-output scatter (the generic ISA) for any thread count:
+# ties make neighbours share their maximum, -0.0 gradients keep +0 sums.
+# Shapes leave partial vectors, bands of rows split over threads (few
+# planes) and planes outside blocks of 4. A bad index anywhere (first or
+# last column, past the plane, negative, 2^32 + a valid index, another
+# window's input) is reported at the position the scatter reports.
+@pytest.mark.parametrize("shape, kw", [
+    ((2, 5, 28, 28), dict(kernel_size=3, stride=1, padding=1)),
+    ((1, 2, 40, 30), dict(kernel_size=3, stride=1, padding=1)),  # few planes: bands of rows
+    ((1, 3, 33, 57), dict(kernel_size=(2, 3), stride=(2, 1), padding=(1, 1), ceil_mode=True)),
+    ((2, 3, 20, 26), dict(kernel_size=3, stride=1, padding=1, dilation=2)),
+    ((1, 2, 19, 13), dict(kernel_size=(3, 2), stride=(3, 1), padding=(1, 1), dilation=(2, 3))),
+    ((1, 3, 9, 7), dict(kernel_size=3, stride=1, dilation=(1, 2))),
+    ((2, 6, 20, 20), dict(kernel_size=5, stride=1, padding=2)),  # checked ahead, then scattered
+    ((1, 9, 13, 17), dict(kernel_size=7, stride=1, padding=3)),
+    ((1, 5, 11, 12), dict(kernel_size=(1, 5), stride=1, padding=(0, 2))),
+])
+def test_max_pool2d_backward_stride1_fast_paths_match_scatter(rng, shape, kw):
+    x = np.round(rng.standard_normal(shape) * 2).astype(np.float32)  # many ties
+    y, idx = convkit.max_pool2d(x, return_indices=True, **kw)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gy.flat[::5] = -0.0
+    expected = _generic_isa(lambda: convkit.max_pool2d_backward(gy, x, idx, **kw))
+    threads = convkit.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            convkit.set_num_threads(t)
+            assert_bitwise_equal(convkit.max_pool2d_backward(gy, x, idx, **kw), expected)
+    finally:
+        convkit.set_num_threads(threads)
+    assert_close(expected, ref.max_pool2d_backward(gy.astype(np.float64), x.astype(np.float64), idx, **kw),
+                 F32_RTOL)
+    plane = shape[2] * shape[3]
+    oh, ow = y.shape[2], y.shape[3]
+    for pos in [(0, 0, 0, 0), (0, shape[1] - 1, oh - 1, ow - 1), (shape[0] - 1, 1, oh // 2, ow - 1),
+                (0, shape[1] - 1, oh - 1, 0)]:
+        for value in (plane, -1, (1 << 32) + int(idx[pos]), int(idx[pos[:2] + (oh - 1 - pos[2], ow - 1 - pos[3])])):
+            if value == idx[pos]:
+                continue
+            bad = idx.copy()
+            bad[pos] = value
+            want = _error_text(lambda: _generic_isa(lambda: convkit.max_pool2d_backward(gy, x, bad, **kw)))
+            if want is None:  # another window's input that also lies in this one
+                continue
+            assert _error_text(lambda: convkit.max_pool2d_backward(gy, x, bad, **kw)) == want

@@ -37,6 +37,22 @@ void avg_bwd_disjoint_rows_avx2_f64(int64_t, int64_t, int64_t, int64_t, const in
 // (grad_x is then unspecified).
 int64_t max_bwd_2x2_rows_avx2_f32(const float* gy, const int64_t* idx, float* gx, int64_t in_h, int64_t in_w,
                                   int64_t out_w, int64_t oh0, int64_t oh1, int64_t out_h);
+// Max-pool backward of input rows [ih0, ih1) of one plane, for column stride
+// 1, any kernel, row stride, padding and dilation, windows that may overlap
+// but none of padding only, kernel_h <= 32, planes under 2^31 elements: every input of those
+// rows is written, 0 + the gy of the outputs whose index points at it, in
+// ascending output order (the scatter's bits). Returns how many outputs
+// matched their input; an index off its window's taps matches none.
+int64_t max_bwd_gather_w1_avx2_f32(const PoolGeometry& g, const float* gy, const int64_t* idx, float* gx,
+                                   int64_t ih0, int64_t ih1);
+// Max-pool window check of n outputs of one row (dilation 1, planes of at
+// most 2^30 elements, windows of rows [row_base / in_w, + nr) and columns
+// [wlo[o], wlo[o] + wn_minus1[o] + 1), none empty): out[o] = idx[o] as int32;
+// true when every index lies in its window (out is then usable). overread:
+// idx may be read up to the next multiple of 8 past n; wlo, wn_minus1 and
+// out always hold that many.
+bool max_bwd_window_check_avx2(const int64_t* idx, int64_t n, bool overread, const int32_t* wlo,
+                               const int32_t* wn_minus1, int32_t row_base, int32_t in_w, int64_t nr, int32_t* out);
 #endif
 #ifdef CONVKIT_HAVE_AVX512
 void plane_means_avx512_f32(const float*, int64_t, int64_t, int64_t, float*);
