@@ -210,6 +210,16 @@ struct IsaFns<float> {
 #endif
         return poolk::plane_means<float>;
     }
+    using PlaneMaxFn = void (*)(const float*, int64_t, int64_t, int64_t, float*, int64_t*);
+    static PlaneMaxFn plane_max_fn() {
+#ifdef CONVKIT_HAVE_AVX512
+        if (active_isa() == Isa::avx512) return poolk::plane_maxes_avx512_f32;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::plane_maxes_avx2_f32;
+#endif
+        return poolk::plane_maxes<float>;
+    }
     using MaxFn = void (*)(const PoolGeometry&, const float*, float*, int64_t*, int64_t, int64_t);
     using AvgFn = void (*)(const PoolGeometry&, bool, int64_t, const float*, float*, int64_t, int64_t);
     static MaxFn max_fn() {
@@ -295,6 +305,16 @@ struct IsaFns<double> {
         if (active_isa() >= Isa::avx2) return poolk::plane_means_avx2_f64;
 #endif
         return poolk::plane_means<double>;
+    }
+    using PlaneMaxFn = void (*)(const double*, int64_t, int64_t, int64_t, double*, int64_t*);
+    static PlaneMaxFn plane_max_fn() {
+#ifdef CONVKIT_HAVE_AVX512
+        if (active_isa() == Isa::avx512) return poolk::plane_maxes_avx512_f64;
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+        if (active_isa() >= Isa::avx2) return poolk::plane_maxes_avx2_f64;
+#endif
+        return poolk::plane_maxes<double>;
     }
     using MaxFn = void (*)(const PoolGeometry&, const double*, double*, int64_t*, int64_t, int64_t);
     using AvgFn = void (*)(const PoolGeometry&, bool, int64_t, const double*, double*, int64_t, int64_t);
@@ -1155,6 +1175,26 @@ void lp_pool2d_backward(const PoolGeometry& g, double norm_type, const T* grad_y
 
 // =========================================================== adaptive ====
 
+namespace {
+
+// f(p0, p1) over contiguous runs of planes, one per thread (one call each, no
+// per-plane dispatch): planes of a 7x7 map are only 49 elements.
+template <typename F>
+void plane_runs(int64_t planes, int64_t work, F f) {
+    const int nt = threads_for(work);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#ifdef _OPENMP
+        const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int64_t t = 0, nth = 1;
+#endif
+        f(planes * t / nth, planes * (t + 1) / nth);
+    }
+}
+
+}  // namespace
+
 template <typename T>
 void adaptive_avg_pool2d_forward(const AdaptiveGeometry& g, const T* x, T* y) {
     const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
@@ -1168,18 +1208,7 @@ void adaptive_avg_pool2d_forward(const AdaptiveGeometry& g, const T* x, T* y) {
         // interleaved double accumulators, combined pairwise: plane_means)
         // rounded to T, then the same division.
         auto fn = IsaFns<T>::mean_fn();
-        const int nt = threads_for(work);
-        // Contiguous runs of planes per thread (one call each, no per-plane
-        // dispatch): planes of a 7x7 map are only 49 elements.
-#pragma omp parallel num_threads(nt) if (nt > 1)
-        {
-#ifdef _OPENMP
-            const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-            const int64_t t = 0, nth = 1;
-#endif
-            fn(x, plane_in, g.planes * t / nth, g.planes * (t + 1) / nth, y);
-        }
+        plane_runs(g.planes, work, [&](int64_t p0, int64_t p1) { fn(x, plane_in, p0, p1, y); });
         return;
     }
     std::vector<int64_t> h0(g.out_h), h1(g.out_h), w0(g.out_w), w1(g.out_w);
@@ -1271,6 +1300,14 @@ template <typename T>
 void adaptive_max_pool2d_forward(const AdaptiveGeometry& g, const T* x, T* y, int64_t* indices) {
     const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
     if (g.planes <= 0 || plane_out <= 0) return;
+    if (g.out_h == 1 && g.out_w == 1 && plane_in > 0) {
+        // One window over each plane (a global max): 8 lanes per plane
+        // (plane_maxes), not one compare chain through 49 elements.
+        auto fn = IsaFns<T>::plane_max_fn();
+        plane_runs(g.planes, g.planes * (1 + plane_in),
+                   [&](int64_t p0, int64_t p1) { fn(x, plane_in, p0, p1, y, indices); });
+        return;
+    }
     if (g.in_h > 0 && g.in_w > 0 && g.in_h % g.out_h == 0 && g.in_w % g.out_w == 0 &&
         (g.out_w > 1 || g.out_h > 1)) {
         // Uniform windows: exactly max_pool2d with kernel = stride = n / m.

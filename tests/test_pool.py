@@ -971,3 +971,65 @@ def test_max_pool2d_backward_stride1_fast_paths_match_scatter(rng, shape, kw):
             if want is None:  # another window's input that also lies in this one
                 continue
             assert _error_text(lambda: convkit.max_pool2d_backward(gy, x, bad, **kw)) == want
+
+
+# Max-pool forward rows at output stride 1 or 2 (float32, AVX2): the running
+# maximum of 8 (or, for rows of 4-7 outputs, 4) outputs stays in registers
+# over the taps, and a row's last vector overlaps the one before. Same values
+# and indices as the portable loops, with ties, -0.0, NaN and -inf in the
+# windows; rows of 4, 5, 7, 8, 13 and 14 outputs.
+@pytest.mark.parametrize("shape, kw", [
+    ((2, 3, 28, 28), dict(kernel_size=2)),
+    ((3, 2, 14, 14), dict(kernel_size=2)),
+    ((1, 3, 9, 10), dict(kernel_size=2)),
+    ((1, 2, 11, 16), dict(kernel_size=(2, 3), stride=(1, 2))),
+    ((2, 2, 12, 17), dict(kernel_size=3, stride=1, padding=1)),
+    ((1, 2, 27, 29), dict(kernel_size=3, stride=2, padding=1, return_indices=True)),
+    ((1, 3, 15, 19), dict(kernel_size=3, stride=2, dilation=2, ceil_mode=True)),
+    ((2, 1, 10, 6), dict(kernel_size=2, stride=1)),
+])
+def test_max_pool2d_forward_vector_rows_match_portable(rng, shape, kw):
+    kw = dict(kw)
+    kw.pop("return_indices", None)
+    x = np.round(rng.standard_normal(shape) * 2).astype(np.float32)
+    x.flat[::13] = -0.0
+    x.flat[5::37] = np.nan
+    x.flat[7::41] = -np.inf
+    got = convkit.max_pool2d(x, return_indices=True, **kw)
+    got_values = convkit.max_pool2d(x, **kw)
+    want = _generic_isa(lambda: convkit.max_pool2d(x, return_indices=True, **kw))
+    assert_bitwise_equal(got[0], want[0])
+    assert_bitwise_equal(got[1], want[1])
+    assert_bitwise_equal(got_values, want[0])
+    ref_y, ref_idx = ref.max_pool2d(x.astype(np.float64), return_indices=True, **kw)
+    np.testing.assert_array_equal(got[1], ref_idx)
+    np.testing.assert_array_equal(got[0].astype(np.float64), ref_y)
+
+
+# Adaptive max pooling to 1x1 scans each plane in 8 lanes and combines them:
+# the value and index of PyTorch's row-major scan (the first maximum, +0 and
+# -0 equal; the last NaN; -inf at index 0 for a plane of -inf), checked
+# against the reference's scan, with and without indices, for planes of
+# 1, 9, 15, 49 and 930 elements (partial lane steps).
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fill", ["random", "ties", "nan", "ninf", "signed_zeros"])
+@pytest.mark.parametrize("shape", [(2, 5, 7, 7), (1, 3, 1, 1), (3, 2, 3, 5), (2, 3, 9, 1), (1, 2, 30, 31)])
+def test_adaptive_max_pool2d_global_matches_scan(rng, shape, fill, dtype):
+    x = np.round(rng.standard_normal(shape) * 2)
+    if fill == "nan":
+        x.flat[rng.integers(0, x.size, max(1, x.size // 10))] = np.nan
+    elif fill == "ninf":
+        x[:] = -np.inf
+        x.flat[::7] = np.nan if shape[0] == 2 else -np.inf
+    elif fill == "signed_zeros":
+        x[:] = 0.0
+        x.flat[::3] = -0.0
+    x = x.astype(dtype)
+    y, idx = convkit.adaptive_max_pool2d(x, 1, return_indices=True)
+    ref_y, ref_idx = ref.adaptive_max_pool2d(x.astype(np.float64), 1, return_indices=True)
+    np.testing.assert_array_equal(idx, ref_idx)
+    flat = x.reshape(shape[0], shape[1], -1)
+    picked = np.take_along_axis(flat, idx.reshape(shape[0], shape[1], 1), axis=2).reshape(y.shape)
+    assert_bitwise_equal(y, picked)  # the winner's own bits (-0.0 vs +0.0, NaN)
+    np.testing.assert_array_equal(y.astype(np.float64), ref_y)
+    assert_bitwise_equal(convkit.adaptive_max_pool2d(x, 1), y)

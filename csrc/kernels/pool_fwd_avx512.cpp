@@ -251,6 +251,12 @@ void plane_means_avx512_f32(const float* x, int64_t plane, int64_t p0, int64_t p
 void plane_means_avx512_f64(const double* x, int64_t plane, int64_t p0, int64_t p1, double* y) {
     plane_means<double>(x, plane, p0, p1, y);
 }
+void plane_maxes_avx512_f32(const float* x, int64_t plane, int64_t p0, int64_t p1, float* y, int64_t* idx) {
+    plane_maxes_avx2_f32(x, plane, p0, p1, y, idx);  // 8 lanes suffice for 7x7 planes
+}
+void plane_maxes_avx512_f64(const double* x, int64_t plane, int64_t p0, int64_t p1, double* y, int64_t* idx) {
+    plane_maxes<double>(x, plane, p0, p1, y, idx);
+}
 
 }  // namespace poolk
 }  // namespace convkit

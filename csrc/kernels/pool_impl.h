@@ -420,6 +420,60 @@ inline void plane_means(const T* __restrict x, int64_t plane, int64_t p0, int64_
     }
 }
 
+// Whole-plane maxima (adaptive max pooling to 1x1) of planes [p0, p1): y[p]
+// and idx[p] are those of PyTorch's row-major scan (take v when v > max or v
+// is NaN): the last NaN if there is one, else the first maximum (+0 and -0
+// equal), else -inf at index 0. Lane j scans elements j, j+8, ... in order by
+// the same rule, which keeps its own last NaN or first maximum; the lanes
+// then combine by that outcome. Off: index lanes (int32 beside float lanes
+// when the plane fits, for one vector width).
+template <typename T, typename Off>
+inline void plane_maxes_off(const T* __restrict x, int64_t plane, int64_t p0, int64_t p1, T* __restrict y,
+                        int64_t* __restrict idx) {
+    const T ninf = -std::numeric_limits<T>::infinity();
+    for (int64_t p = p0; p < p1; ++p) {
+        const T* __restrict xp = x + p * plane;
+        T m[8];
+        Off mi[8];
+        for (int j = 0; j < 8; ++j) {
+            m[j] = ninf;
+            mi[j] = -1;  // nothing taken
+        }
+        int64_t i = 0;
+        auto step = [&](const T* v, int64_t at) {
+            for (int j = 0; j < 8; ++j) {
+                const bool take = (v[j] > m[j]) | (v[j] != v[j]);
+                m[j] = take ? v[j] : m[j];
+                mi[j] = take ? static_cast<Off>(at + j) : mi[j];
+            }
+        };
+        for (; i + 8 <= plane; i += 8) step(xp + i, i);
+        T t[8];  // the tail padded with -inf (never taken)
+        for (int j = 0; j < 8; ++j) t[j] = i + j < plane ? xp[i + j] : ninf;
+        step(t, i);
+        int best = -1;
+        bool nan = false;
+        for (int j = 0; j < 8; ++j) {
+            if (mi[j] < 0) continue;
+            const bool jn = m[j] != m[j];
+            if (best < 0 || (jn && (!nan || mi[j] > mi[best])) ||
+                (!jn && !nan && (m[j] > m[best] || (m[j] == m[best] && mi[j] < mi[best]))))
+                best = j;
+            nan |= jn;
+        }
+        y[p] = best < 0 ? ninf : m[best];
+        if (idx) idx[p] = best < 0 ? 0 : static_cast<int64_t>(mi[best]);
+    }
+}
+
+template <typename T>
+inline void plane_maxes(const T* x, int64_t plane, int64_t p0, int64_t p1, T* y, int64_t* idx) {
+    if (sizeof(T) == 4 && plane < (int64_t(1) << 31))
+        plane_maxes_off<T, int32_t>(x, plane, p0, p1, y, idx);
+    else
+        plane_maxes_off<T, int64_t>(x, plane, p0, p1, y, idx);
+}
+
 }  // namespace
 }  // namespace poolk
 }  // namespace convkit

@@ -11,6 +11,8 @@ namespace poolk {
 #ifdef CONVKIT_HAVE_AVX2
 void plane_means_avx2_f32(const float*, int64_t, int64_t, int64_t, float*);
 void plane_means_avx2_f64(const double*, int64_t, int64_t, int64_t, double*);
+void plane_maxes_avx2_f32(const float*, int64_t, int64_t, int64_t, float*, int64_t*);
+void plane_maxes_avx2_f64(const double*, int64_t, int64_t, int64_t, double*, int64_t*);
 void max_fwd_rows_avx2_f32(const PoolGeometry&, const float*, float*, int64_t*, int64_t, int64_t);
 void max_fwd_rows_avx2_f64(const PoolGeometry&, const double*, double*, int64_t*, int64_t, int64_t);
 void avg_fwd_rows_avx2_f32(const PoolGeometry&, bool, int64_t, const float*, float*, int64_t, int64_t);
@@ -57,6 +59,8 @@ bool max_bwd_window_check_avx2(const int64_t* idx, int64_t n, bool overread, con
 #ifdef CONVKIT_HAVE_AVX512
 void plane_means_avx512_f32(const float*, int64_t, int64_t, int64_t, float*);
 void plane_means_avx512_f64(const double*, int64_t, int64_t, int64_t, double*);
+void plane_maxes_avx512_f32(const float*, int64_t, int64_t, int64_t, float*, int64_t*);
+void plane_maxes_avx512_f64(const double*, int64_t, int64_t, int64_t, double*, int64_t*);
 void max_fwd_rows_avx512_f32(const PoolGeometry&, const float*, float*, int64_t*, int64_t, int64_t);
 void max_fwd_rows_avx512_f64(const PoolGeometry&, const double*, double*, int64_t*, int64_t, int64_t);
 void avg_fwd_rows_avx512_f32(const PoolGeometry&, bool, int64_t, const float*, float*, int64_t, int64_t);
