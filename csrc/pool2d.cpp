@@ -43,6 +43,8 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_features.h"
@@ -113,25 +115,6 @@ void parallel_planes(int64_t planes, int64_t work, F f, int threads = 0) {
     const int nt = threads > 0 ? threads : threads_for(work);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && planes > 1)
     for (int64_t p = 0; p < planes; ++p) f(p);
-}
-
-// torch's Tensor.pow(Scalar) for float/double tensors.
-template <typename T>
-inline T torch_pow(T b, double e) {
-    if (e == 0.0) return T(1);
-    if (e == 1.0) return b;
-    if (e == 2.0) return b * b;
-    if (e == 3.0) return b * b * b;
-    if (e == 0.5) return std::sqrt(b);
-    if (e == -0.5) return T(1) / std::sqrt(b);
-    if (e == -1.0) return T(1) / b;
-    if (e == -2.0) return T(1) / (b * b);
-    return static_cast<T>(std::pow(static_cast<double>(b), e));
-}
-
-template <typename T>
-inline T torch_sign(T a) {
-    return static_cast<T>((T(0) < a) - (a < T(0)));  // NaN -> 0, as torch.sign
 }
 
 // For each input position i along an axis, the outputs whose windows contain
@@ -865,19 +848,15 @@ void parallel_plane_blocks(int64_t planes, int64_t work, F f) {
     });
 }
 
-}  // namespace
-
+// avg_pool2d's windows for plane_block_window_sums: rows [h0, h1), columns
+// [w0, w1) (empty: lo == hi), and each output's divisor as T.
 template <typename T>
-void avg_pool2d_forward(const PoolGeometry& g, bool count_include_pad, int64_t divisor_override, const T* x,
-                        T* y) {
-    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
-    if (g.planes <= 0 || plane_out <= 0) return;
-    const int64_t work = window_work(g);
-    if (g.out_w < kPlaneBlock && g.planes >= kPlaneBlock) {
-        // Narrow outputs: planes side by side; sum / divisor, or 0 for a
-        // window that holds no input (as avg_one).
-        std::vector<int64_t> h0(g.out_h), h1(g.out_h), w0(g.out_w), w1(g.out_w);
-        std::vector<T> div(static_cast<size_t>(plane_out));
+struct AvgWindows {
+    std::vector<int64_t> h0, h1, w0, w1;
+    std::vector<T> div;
+
+    AvgWindows(const PoolGeometry& g, bool count_include_pad, int64_t divisor_override)
+        : h0(g.out_h), h1(g.out_h), w0(g.out_w), w1(g.out_w), div(static_cast<size_t>(g.out_h * g.out_w)) {
         for (int64_t oh = 0; oh < g.out_h; ++oh) {
             const poolk::AvgAxis h = poolk::avg_axis(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
             h0[oh] = h.lo;
@@ -889,12 +868,32 @@ void avg_pool2d_forward(const PoolGeometry& g, bool count_include_pad, int64_t d
                 div[oh * g.out_w + ow] = static_cast<T>(poolk::avg_divisor(h, w, count_include_pad, divisor_override));
             }
         }
+    }
+
+    // Outputs of `count` planes side by side: sum / divisor, or 0 for a
+    // window that holds no input (as avg_one).
+    void block_means(const PoolGeometry& g, const T* x, T* y, int64_t count) const {
         auto finish = [&](T sum, int64_t oh, int64_t ow) {
             return h0[oh] < h1[oh] && w0[ow] < w1[ow] ? sum / div[oh * g.out_w + ow] : sum;
         };
+        plane_block_window_sums(x, g.in_h * g.in_w, g.in_w, y, g.out_h * g.out_w, g.out_h, g.out_w, h0.data(),
+                                h1.data(), w0.data(), w1.data(), count, finish);
+    }
+};
+
+}  // namespace
+
+template <typename T>
+void avg_pool2d_forward(const PoolGeometry& g, bool count_include_pad, int64_t divisor_override, const T* x,
+                        T* y) {
+    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
+    if (g.planes <= 0 || plane_out <= 0) return;
+    const int64_t work = window_work(g);
+    if (g.out_w < kPlaneBlock && g.planes >= kPlaneBlock) {
+        // Narrow outputs: planes side by side.
+        const AvgWindows<T> win(g, count_include_pad, divisor_override);
         parallel_plane_blocks(g.planes, work, [&](int64_t p0, int64_t count) {
-            plane_block_window_sums(x + p0 * plane_in, plane_in, g.in_w, y + p0 * plane_out, plane_out, g.out_h,
-                                    g.out_w, h0.data(), h1.data(), w0.data(), w1.data(), count, finish);
+            win.block_means(g, x + p0 * plane_in, y + p0 * plane_out, count);
         });
         return;
     }
@@ -906,11 +905,17 @@ void avg_pool2d_forward(const PoolGeometry& g, bool count_include_pad, int64_t d
 
 namespace {
 
+struct NoAfter {
+    void operator()(int64_t, int64_t, int64_t) const {}
+};
+
 // Gradient of every input of the planes from per-output deltas: gx = gather.
-template <typename T>
+// after(p, r0, r1) runs on input rows [r0, r1) of plane p once they are
+// gathered, by the same thread (lp's finishing pass, while they are cached).
+template <typename T, class After = NoAfter>
 void gather_backward(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w, const T* delta,
                      T* grad_x, const std::vector<int64_t>& ha, const std::vector<int64_t>& hb,
-                     const std::vector<int64_t>& wa, const std::vector<int64_t>& wb) {
+                     const std::vector<int64_t>& wa, const std::vector<int64_t>& wb, After after = {}) {
     const int64_t plane_in = in_h * in_w, plane_out = out_h * out_w;
     const bool single = ranges_single(ha, hb) && ranges_single(wa, wb);
     if (!single && out_w < kPlaneBlock && planes >= kPlaneBlock) {
@@ -920,11 +925,13 @@ void gather_backward(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h, 
             plane_block_window_sums(delta + p0 * plane_out, plane_out, out_w, grad_x + p0 * plane_in, plane_in, in_h,
                                     in_w, ha.data(), hb.data(), wa.data(), wb.data(), count,
                                     [](T sum, int64_t, int64_t) { return sum; });
+            for (int64_t p = p0; p < p0 + count; ++p) after(p, 0, in_h);
         });
         return;
     }
     parallel_plane_rows(planes, in_h, planes * (plane_in + plane_out), [&](int64_t p, int64_t r0, int64_t r1) {
         gather_rows(delta + p * plane_out, grad_x + p * plane_in, in_w, out_w, r0, r1, ha, hb, wa, wb, single);
+        after(p, r0, r1);
     });
 }
 
@@ -951,24 +958,18 @@ void avg_ranges(const PoolGeometry& g, std::vector<int64_t>& ha, std::vector<int
 
 }  // namespace
 
-template <typename T>
-void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t divisor_override,
-                         const T* grad_y, T* grad_x) {
+namespace {
+
+// avg_pool2d's backward from each output's divisor div (as T, the same for
+// all planes): every input gets 0 + the gy / div of the windows holding it,
+// in torch's order. after(p, r0, r1) runs on input rows [r0, r1) of plane p
+// once they are written, by the same thread (lp's finishing pass).
+template <typename T, class After = NoAfter>
+void avg_backward(const PoolGeometry& g, const std::vector<T>& div, const T* grad_y, T* grad_x, After after = {}) {
     const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
-    if (g.planes <= 0 || plane_in <= 0) return;
-    if (plane_out <= 0) {
-        std::fill(grad_x, grad_x + g.planes * plane_in, T(0));
-        return;
-    }
     std::vector<poolk::AvgAxis> hx(g.out_h), wx(g.out_w);
     for (int64_t o = 0; o < g.out_h; ++o) hx[o] = poolk::avg_axis(o, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
     for (int64_t o = 0; o < g.out_w; ++o) wx[o] = poolk::avg_axis(o, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
-    // Divisor of every output of a plane, as T (the same for all planes).
-    std::vector<T> div(static_cast<size_t>(plane_out));
-    for (int64_t oh = 0; oh < g.out_h; ++oh)
-        for (int64_t ow = 0; ow < g.out_w; ++ow)
-            div[oh * g.out_w + ow] =
-                static_cast<T>(poolk::avg_divisor(hx[oh], wx[ow], count_include_pad, divisor_override));
     const int nt = threads_for(g.planes * (plane_in + plane_out));
     std::vector<int64_t> ha, hb, wa, wb;
     avg_ranges<T>(g, ha, hb, wa, wb);
@@ -980,6 +981,7 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
         parallel_planes(g.planes, g.planes * plane_in, [&](int64_t p) {
             const T v = T(0) + grad_y[p] / d0;
             std::fill(grad_x + p * plane_in, grad_x + (p + 1) * plane_in, v);
+            after(p, 0, g.in_h);
         }, nt);
         return;
     }
@@ -1003,9 +1005,10 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
 #else
                 T* d = scratch.data();
 #endif
-                const int64_t p = it / nb, b = it % nb;
-                fn(g.in_w, g.out_w, g.in_h * b / nb, g.in_h * (b + 1) / nb, oh_of.data(), col.data(), div.data(),
-                   grad_y + p * plane_out, grad_x + p * plane_in, d);
+                const int64_t p = it / nb, b = it % nb, r0 = g.in_h * b / nb, r1 = g.in_h * (b + 1) / nb;
+                fn(g.in_w, g.out_w, r0, r1, oh_of.data(), col.data(), div.data(), grad_y + p * plane_out,
+                   grad_x + p * plane_in, d);
+                after(p, r0, r1);
             }
             return;
         }
@@ -1034,6 +1037,7 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
 #endif
             fn(g.in_h, g.in_w, g.out_h, g.out_w, g.kernel_w, g.pad_w, rz, ha.data(), hb.data(), div.data(),
                grad_y + p * plane_out, grad_x + p * plane_in, D);
+            after(p, 0, g.in_h);
         }, nt);
         return;
     }
@@ -1061,6 +1065,7 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
 #endif
             fn(g.in_h, g.in_w, g.out_h, g.out_w, g.kernel_w, g.stride_w, g.pad_w, hlo.data(), hhi.data(), ca.data(),
                cb.data(), div.data(), grad_y + p * plane_out, grad_x + p * plane_in, d);
+            after(p, 0, g.in_h);
         }, nt);
         return;
     }
@@ -1071,49 +1076,184 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t 
         T* dp = dl + p * plane_out;
         for (int64_t o = r0 * g.out_w; o < r1 * g.out_w; ++o) dp[o] = gyp[o] / div[o];
     });
-    gather_backward(g.planes, g.in_h, g.in_w, g.out_h, g.out_w, dl, grad_x, ha, hb, wa, wb);
+    gather_backward(g.planes, g.in_h, g.in_w, g.out_h, g.out_w, dl, grad_x, ha, hb, wa, wb, after);
+}
+
+}  // namespace
+
+template <typename T>
+void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int64_t divisor_override,
+                         const T* grad_y, T* grad_x) {
+    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
+    if (g.planes <= 0 || plane_in <= 0) return;
+    if (plane_out <= 0) {
+        std::fill(grad_x, grad_x + g.planes * plane_in, T(0));
+        return;
+    }
+    avg_backward(g, AvgWindows<T>(g, count_include_pad, divisor_override).div, grad_y, grad_x);
 }
 
 // ================================================================= lp ====
 
 namespace {
 
-// A = avg_pool2d(x.pow(p)) for one output (pad 0, count_include_pad: divisor
-// is the clamped count since the window never covers padding).
+// The formulas of torch's Tensor.pow(Scalar) for float/double tensors, by
+// exponent, in the order it tests them. The lp loops are instantiated per
+// kind (chosen once per call, not per element) so that all but `general`
+// vectorise.
+enum class PowKind { zero, one, two, three, half, neg_half, neg_one, neg_two, general };
+
+PowKind pow_kind(double e) {
+    if (e == 0.0) return PowKind::zero;
+    if (e == 1.0) return PowKind::one;
+    if (e == 2.0) return PowKind::two;
+    if (e == 3.0) return PowKind::three;
+    if (e == 0.5) return PowKind::half;
+    if (e == -0.5) return PowKind::neg_half;
+    if (e == -1.0) return PowKind::neg_one;
+    if (e == -2.0) return PowKind::neg_two;
+    return PowKind::general;
+}
+
+template <PowKind K, typename T>
+inline T torch_pow(T b, double e) {
+    if constexpr (K == PowKind::zero) return T(1);
+    else if constexpr (K == PowKind::one) return b;
+    else if constexpr (K == PowKind::two) return b * b;
+    else if constexpr (K == PowKind::three) return b * b * b;
+    else if constexpr (K == PowKind::half) return std::sqrt(b);
+    else if constexpr (K == PowKind::neg_half) return T(1) / std::sqrt(b);
+    else if constexpr (K == PowKind::neg_one) return T(1) / b;
+    else if constexpr (K == PowKind::neg_two) return T(1) / (b * b);
+    else return static_cast<T>(std::pow(static_cast<double>(b), e));
+}
+
+// f(std::integral_constant<PowKind, pow_kind(e)>{}).
+template <class F>
+void with_pow_kind(double e, F&& f) {
+    using K = PowKind;
+    switch (pow_kind(e)) {
+        case K::zero: return f(std::integral_constant<K, K::zero>{});
+        case K::one: return f(std::integral_constant<K, K::one>{});
+        case K::two: return f(std::integral_constant<K, K::two>{});
+        case K::three: return f(std::integral_constant<K, K::three>{});
+        case K::half: return f(std::integral_constant<K, K::half>{});
+        case K::neg_half: return f(std::integral_constant<K, K::neg_half>{});
+        case K::neg_one: return f(std::integral_constant<K, K::neg_one>{});
+        case K::neg_two: return f(std::integral_constant<K, K::neg_two>{});
+        default: return f(std::integral_constant<K, K::general>{});
+    }
+}
+
 template <typename T>
-inline T lp_avg(const PoolGeometry& g, double p, const T* xp, int64_t oh, int64_t ow, int64_t& count) {
-    const poolk::AvgAxis h = poolk::avg_axis(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
-    const poolk::AvgAxis w = poolk::avg_axis(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
-    count = h.pool * w.pool;
-    if (h.lo >= h.hi || w.lo >= w.hi) return T(0);
-    T sum = 0;
-    for (int64_t ih = h.lo; ih < h.hi; ++ih)
-        for (int64_t iw = w.lo; iw < w.hi; ++iw) sum += torch_pow(xp[ih * g.in_w + iw], p);
-    return sum / static_cast<T>(count);
+inline T torch_sign(T a) {
+    return T(T(0) < a) - T(a < T(0));  // NaN -> +0, as torch.sign
+}
+
+// relu(abs(a)): NaN stays NaN.
+template <typename T>
+inline T relu_abs(T a) {
+    const T m = std::abs(a);
+    return m <= T(0) ? T(0) : m;
+}
+
+// v, or +0 where `zero`: a select the compiler cannot turn into a branch
+// around v's computation (a branch around a multiply, which may trap, keeps
+// the loop from vectorising).
+template <typename T>
+inline T zero_where(bool zero, T v) {
+    using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+    U u;
+    std::memcpy(&u, &v, sizeof u);
+    u &= U(0) - U(!zero);
+    std::memcpy(&v, &u, sizeof u);
+    return v;
+}
+
+// Elements of x.pow(p) one work item holds at a time (32 KiB of float).
+constexpr int64_t kLpScratch = 1 << 13;
+
+// A = avg_pool2d(x.pow(p), count_include_pad) of every output, into a. Each
+// window's x.pow(p) is summed row-major from 0, then divided once by the
+// count: the order of the avg_pool2d forward kernels, which therefore run on
+// x.pow(p) of a band of input rows in per-item scratch. after(p, o0, o1)
+// runs on each finished range [o0, o1) of plane p's outputs, by the same
+// thread while they are in cache.
+template <typename T, class After>
+void lp_window_means(const PoolGeometry& g, const AvgWindows<T>& win, double norm_type, const T* x, T* a,
+                     After after) {
+    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
+    auto pow_into = [norm_type](const T* src, int64_t n, T* dst) {
+        with_pow_kind(norm_type, [&](auto K) {
+            for (int64_t i = 0; i < n; ++i) dst[i] = torch_pow<decltype(K)::value>(src[i], norm_type);
+        });
+    };
+    const int64_t work = window_work(g, 4);
+    if (g.out_w < kPlaneBlock && g.planes >= kPlaneBlock && kPlaneBlock * plane_in <= kLpScratch) {
+        // Narrow outputs of small planes: planes side by side, as avg_pool2d.
+        parallel_plane_blocks(g.planes, work, [&](int64_t p0, int64_t count) {
+            std::unique_ptr<T[]> s(new T[count * plane_in]);
+            pow_into(x + p0 * plane_in, count * plane_in, s.get());
+            win.block_means(g, s.get(), a + p0 * plane_out, count);
+            for (int64_t p = p0; p < p0 + count; ++p) after(p, 0, plane_out);
+        });
+        return;
+    }
+    auto fn = IsaFns<T>::avg_fn();
+    // Chunks of output rows whose input rows fit the scratch, which holds them
+    // from input row shift*stride_h on (shift: the chunk's first output row):
+    // a geometry of those rows and outputs has the same windows and counts.
+    // With padding (direct C++ calls only; Python's lp has none) the bottom
+    // rows' counts need the whole plane's height: the scratch keeps plane
+    // rows (shift 0) and each band is one chunk.
+    const bool padded = g.pad_h > 0;
+    const int64_t kh = std::min(g.kernel_h, g.in_h);
+    const int64_t fit = std::max(kLpScratch / std::max<int64_t>(g.in_w, 1), kh);
+    const int64_t chunk = padded ? g.out_h : (fit - kh) / g.stride_h + 1;
+    const int64_t scratch = (padded ? g.in_h : std::min(g.in_h, fit)) * g.in_w;
+    // Output rows past rows_in have windows without input rows: A = 0 (as
+    // avg_one). All rows reach the input in Python's geometries.
+    const int64_t rows_in = std::min(g.out_h, ceil_div_nonneg(g.in_h + g.pad_h, g.stride_h));
+    parallel_plane_rows(g.planes, g.out_h, work, [&](int64_t p, int64_t r0, int64_t r1) {
+        T* ap = a + p * plane_out;
+        std::unique_ptr<T[]> s(r0 < rows_in ? new T[scratch] : nullptr);
+        for (int64_t c0 = r0; c0 < std::min(r1, rows_in); c0 += chunk) {
+            const int64_t c1 = std::min({c0 + chunk, r1, rows_in});
+            const int64_t shift = padded ? 0 : c0, base = shift * g.stride_h;
+            const int64_t lo = std::max<int64_t>(c0 * g.stride_h - g.pad_h, 0);
+            const int64_t hi = std::min(g.in_h, (c1 - 1) * g.stride_h - g.pad_h + g.kernel_h);
+            pow_into(x + p * plane_in + lo * g.in_w, (hi - lo) * g.in_w, s.get() + (lo - base) * g.in_w);
+            PoolGeometry sub = g;
+            sub.planes = 1;
+            sub.in_h = (padded ? g.in_h : hi) - base;
+            sub.out_h = g.out_h - shift;
+            fn(sub, true, 0, s.get(), ap + shift * g.out_w, c0 - shift, c1 - shift);
+            after(p, c0 * g.out_w, c1 * g.out_w);
+        }
+        const int64_t e0 = std::max(r0, rows_in);
+        if (e0 < r1) {
+            std::fill(ap + e0 * g.out_w, ap + r1 * g.out_w, T(0));
+            after(p, e0 * g.out_w, r1 * g.out_w);
+        }
+    });
 }
 
 }  // namespace
 
 template <typename T>
 void lp_pool2d_forward(const PoolGeometry& g, double norm_type, const T* x, T* y) {
-    const int64_t plane_in = g.in_h * g.in_w, plane_out = g.out_h * g.out_w;
+    const int64_t plane_out = g.out_h * g.out_w;
     if (g.planes <= 0 || plane_out <= 0) return;
     const T kk = static_cast<T>(g.kernel_h * g.kernel_w);
     const double inv_p = 1.0 / norm_type;
-    const int64_t work = window_work(g, 4);
-    parallel_plane_rows(g.planes, g.out_h, work, [&](int64_t p, int64_t r0, int64_t r1) {
-        const T* xp = x + p * plane_in;
+    const AvgWindows<T> win(g, true, 0);
+    lp_window_means(g, win, norm_type, x, y, [&](int64_t p, int64_t o0, int64_t o1) {
         T* yp = y + p * plane_out;
-        for (int64_t oh = r0; oh < r1; ++oh) {
-            for (int64_t ow = 0; ow < g.out_w; ++ow) {
-                int64_t count;
-                const T a = lp_avg(g, norm_type, xp, oh, ow, count);
-                // sign(A) * relu(abs(A)), then * kh*kw, then pow(1/p)
-                const T r = std::abs(a) > T(0) || std::isnan(a) ? std::abs(a) : T(0);
-                const T c = torch_sign(a) * r;
-                yp[oh * g.out_w + ow] = torch_pow(c * kk, inv_p);
-            }
-        }
+        // (sign(A) * relu(abs(A))) * kh*kw, then pow(1/p)
+        with_pow_kind(inv_p, [&](auto K) {
+            for (int64_t o = o0; o < o1; ++o)
+                yp[o] = torch_pow<decltype(K)::value>(torch_sign(yp[o]) * relu_abs(yp[o]) * kk, inv_p);
+        });
     });
 }
 
@@ -1128,48 +1268,39 @@ void lp_pool2d_backward(const PoolGeometry& g, double norm_type, const T* grad_y
     const T kk = static_cast<T>(g.kernel_h * g.kernel_w);
     const double inv_p = 1.0 / norm_type;
     const T inv_p_t = static_cast<T>(inv_p);
-    std::vector<T> delta(static_cast<size_t>(g.planes * plane_out));
-    T* dl = delta.data();
-    const int64_t work = window_work(g, 4);
-    parallel_plane_rows(g.planes, g.out_h, work, [&](int64_t p, int64_t r0, int64_t r1) {
-        const T* xp = x + p * plane_in;
+    const AvgWindows<T> win(g, true, 0);
+    const std::unique_ptr<T[]> grad_a(new T[g.planes * plane_out]);  // every element written below
+    T* ga = grad_a.get();
+    // A, then autograd's chain from gy back to A's gradient. The division by
+    // the count is avg_backward's (a window with count 0 holds no input: its
+    // value reaches no gradient).
+    lp_window_means(g, win, norm_type, x, ga, [&](int64_t p, int64_t o0, int64_t o1) {
+        T* gap = ga + p * plane_out;
         const T* gyp = grad_y + p * plane_out;
-        T* dp = dl + p * plane_out;
-        for (int64_t oh = r0; oh < r1; ++oh) {
-            for (int64_t ow = 0; ow < g.out_w; ++ow) {
-                const int64_t o = oh * g.out_w + ow;
-                int64_t count;
-                const T a = lp_avg(g, norm_type, xp, oh, ow, count);
-                const T s = torch_sign(a);
-                const T r = std::abs(a) > T(0) || std::isnan(a) ? std::abs(a) : T(0);  // relu(abs(A))
+        with_pow_kind(inv_p - 1.0, [&](auto K) {
+            for (int64_t o = o0; o < o1; ++o) {
+                const T a = gap[o];
+                const T s = torch_sign(a), r = relu_abs(a);
                 const T b = (s * r) * kk;
-                T gb;
-                if (inv_p == 0.0)
-                    gb = T(0) * gyp[o];  // pow_backward with exponent 0: zeros
-                else
-                    gb = gyp[o] * (inv_p_t * torch_pow(b, inv_p - 1.0));
-                const T gc = gb * kk;
-                const T gabs = (r <= T(0)) ? T(0) : gc * s;
-                const T ga = gabs * s;
-                dp[o] = count > 0 ? ga / static_cast<T>(count) : T(0);
+                const T gb_pow = gyp[o] * (inv_p_t * torch_pow<decltype(K)::value>(b, inv_p - 1.0));
+                const T gb = inv_p == 0.0 ? T(0) * gyp[o] : gb_pow;  // pow_backward with exponent 0: zeros
+                // through sign(A) * relu(abs(A)): relu(abs(A)) <= 0 exactly where A == +-0
+                gap[o] = zero_where(a == T(0), (gb * kk) * s) * s;
             }
-        }
+        });
     });
-    std::vector<int64_t> ha, hb, wa, wb;
-    avg_ranges<T>(g, ha, hb, wa, wb);
-    gather_backward(g.planes, g.in_h, g.in_w, g.out_h, g.out_w, dl, grad_x, ha, hb, wa, wb);
-    // gx = gX * (p * x.pow(p - 1))
+    // gx = gX * (p * x.pow(p - 1)), on each band of rows avg_backward wrote
     const T p_t = static_cast<T>(norm_type);
-    const double pm1 = norm_type - 1.0;
-    parallel_plane_rows(g.planes, g.in_h, g.planes * plane_in * 4, [&](int64_t p, int64_t r0, int64_t r1) {
+    avg_backward(g, win.div, ga, grad_x, [&](int64_t p, int64_t r0, int64_t r1) {
         const T* xp = x + p * plane_in;
         T* gp = grad_x + p * plane_in;
-        for (int64_t i = r0 * g.in_w; i < r1 * g.in_w; ++i) {
-            if (norm_type == 0.0)
-                gp[i] = T(0) * gp[i];  // pow_backward with exponent 0
+        with_pow_kind(norm_type - 1.0, [&](auto K) {
+            if (norm_type == 0.0)  // pow_backward with exponent 0: zeros
+                for (int64_t i = r0 * g.in_w; i < r1 * g.in_w; ++i) gp[i] = T(0) * gp[i];
             else
-                gp[i] = gp[i] * (p_t * torch_pow(xp[i], pm1));
-        }
+                for (int64_t i = r0 * g.in_w; i < r1 * g.in_w; ++i)
+                    gp[i] = gp[i] * (p_t * torch_pow<decltype(K)::value>(xp[i], norm_type - 1.0));
+        });
     });
 }
 

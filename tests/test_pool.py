@@ -4,6 +4,8 @@ independent brute-force definitions for indices, ties and NaN handling."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -454,6 +456,149 @@ def test_lp_pool2d_float32(rng, isa, name):
     assert gx.dtype == np.float32
     assert_close(gx, ref.lp_pool2d_backward(gy.astype(np.float64), x.astype(np.float64), case["norm"],
                                             **case["kw"]), 1e-3)
+
+
+# lp_pool2d's kernels replay torch's formula (csrc/pool2d.cpp): x.pow(p) by
+# torch's special exponents, window sums row-major from 0, one division by the
+# clamped count, then sign(A) * relu(abs(A)) * kh*kw and pow(1/p); the
+# backward chains autograd's steps and adds each window's delta into its
+# inputs in (oh, ow) order. _lp_replay does the same in NumPy, in the input's
+# dtype (independently of convkit), so the kernels' fast paths (exponent
+# kinds, scratch bands of x.pow(p), plane blocks of narrow outputs, the avg
+# backward paths) must match it bit for bit. NaN bits are the compiler's
+# choice (the sign of a NaN is not kept by its rewrites), so NaNs only have
+# to be NaN.
+
+def _lp_pow(b, e):
+    one = b.dtype.type(1)
+    special = {0.0: lambda: np.ones_like(b), 1.0: lambda: b.copy(), 2.0: lambda: b * b, 3.0: lambda: b * b * b,
+               0.5: lambda: np.sqrt(b), -0.5: lambda: one / np.sqrt(b), -1.0: lambda: one / b,
+               -2.0: lambda: one / (b * b)}
+    if e in special:
+        return special[e]()
+
+    def libm_pow(v):  # math.pow is the C library's pow, as std::pow
+        try:
+            return math.pow(v, e)
+        except ValueError:
+            return math.nan
+    return np.array([libm_pow(float(v)) for v in b.ravel()], dtype=np.float64).reshape(b.shape).astype(b.dtype)
+
+
+def _lp_replay(x, p, kernel_size, stride=None, ceil_mode=False, gy=None):
+    kh, kw = as_pair(kernel_size)
+    sh, sw = as_pair(kernel_size if stride is None else stride)
+    n, c, h, w = x.shape
+    oh, ow = pool_out_hw(h, w, (kh, kw), (sh, sw), 0, 1, ceil_mode)
+    dt = x.dtype.type
+    kk = dt(kh * kw)
+    with np.errstate(all="ignore"):
+        # zeros past the input: + 0 changes no bits of a sum that starts at +0
+        xp = np.zeros((n, c, max(h, (oh - 1) * sh + kh), max(w, (ow - 1) * sw + kw)), x.dtype)
+        xp[..., :h, :w] = _lp_pow(x, p)
+        a = np.zeros((n, c, oh, ow), x.dtype)
+        for r in range(kh):
+            for q in range(kw):
+                a = a + xp[..., r:r + (oh - 1) * sh + 1:sh, q:q + (ow - 1) * sw + 1:sw]
+        rows = np.minimum(np.arange(oh) * sh + kh, h) - np.arange(oh) * sh
+        cols = np.minimum(np.arange(ow) * sw + kw, w) - np.arange(ow) * sw
+        count = (rows[:, None] * cols[None, :]).astype(x.dtype)
+        a = a / count
+        s = (a > 0).astype(x.dtype) - (a < 0).astype(x.dtype)
+        r_ = np.abs(a)
+        r_ = np.where(r_ <= 0, dt(0), r_)
+        b = (s * r_) * kk
+        if gy is None:
+            return _lp_pow(b, 1.0 / p)
+        gb = gy * (dt(1.0 / p) * _lp_pow(b, 1.0 / p - 1.0))
+        ga = np.where(r_ <= 0, dt(0), (gb * kk) * s) * s
+        delta = ga / count
+        gx = np.zeros(xp.shape, x.dtype)
+        for i in range(oh):
+            for j in range(ow):
+                gx[..., i * sh:i * sh + kh, j * sw:j * sw + kw] += delta[..., i, j, None, None]
+        return gx[..., :h, :w] * (dt(p) * _lp_pow(x, p - 1.0))
+
+
+def _assert_same_bits_or_nan(a, b, err_msg=""):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype, err_msg
+    u = np.uint32 if a.dtype == np.float32 else np.uint64
+    ok = (a.view(u) == b.view(u)) | (np.isnan(a) & np.isnan(b))
+    assert ok.all(), f"{err_msg}: {(~ok).sum()} of {ok.size} differ, first at {np.argwhere(~ok)[0]}"
+
+
+LP_FAST_GEOMS = [
+    ((2, 3, 7, 7), dict(kernel_size=2)),
+    ((16, 2, 7, 7), dict(kernel_size=2, ceil_mode=True)),  # narrow outputs: blocks of 8 planes
+    ((3, 4, 14, 14), dict(kernel_size=3, stride=2, ceil_mode=True)),
+    ((1, 2, 15, 13), dict(kernel_size=3, stride=1)),
+    ((2, 2, 9, 10), dict(kernel_size=(3, 2), stride=(1, 2))),
+    ((1, 1, 33, 300), dict(kernel_size=2, ceil_mode=True)),  # wide rows: several scratch bands
+    ((1, 2, 40, 300), dict(kernel_size=3, stride=1)),  # bands of overlapping windows
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, kw", LP_FAST_GEOMS, ids=[f"{s}-{k}" for s, k in LP_FAST_GEOMS])
+def test_lp_pool2d_replays_torch_formula_bitwise(rng, isa, shape, kw, dtype):
+    norms = (2.0, 1.0, 3.0, 1.5, 0.5) if np.prod(shape) < 5000 else (2.0, 1.5)
+    for p in norms:
+        x = rng.standard_normal(shape).astype(dtype)
+        x[..., ::4, 1::3] = 0.0  # windows with A == 0 (zero gradient) and 0 ** (p - 1)
+        if p == 1.5:
+            x[0, 0, 0, :] = np.abs(x[0, 0, 0, :])
+        gy = rng.standard_normal(pool_out_hw(shape[2], shape[3], kw["kernel_size"], kw.get("stride"), 0, 1,
+                                             kw.get("ceil_mode", False))).astype(dtype)
+        gy = np.broadcast_to(gy, shape[:2] + gy.shape).copy() * rng.standard_normal(shape[:2] + (1, 1)).astype(dtype)
+        msg = f"p={p} {shape} {kw}"
+        with np.errstate(all="ignore"):
+            _poison_heap(8 * x.size)
+            _assert_same_bits_or_nan(convkit.lp_pool2d(x, p, **kw), _lp_replay(x, p, **kw), msg)
+            _poison_heap(8 * x.size)
+            _assert_same_bits_or_nan(convkit.lp_pool2d_backward(gy, x, p, **kw), _lp_replay(x, p, **kw, gy=gy),
+                                     msg + " backward")
+
+
+@pytest.mark.parametrize("shape, kw", [
+    ((4, 8, 56, 56), dict(kernel_size=2)),
+    ((1, 1, 300, 300), dict(kernel_size=3, stride=1)),  # few planes: bands of rows per thread
+    ((32, 8, 7, 7), dict(kernel_size=2, ceil_mode=True)),
+    ((4, 8, 29, 29), dict(kernel_size=3, stride=2, ceil_mode=True)),
+])
+def test_lp_pool2d_threads_bitwise(rng, restore_threads, shape, kw):
+    x = np.abs(rng.standard_normal(shape)).astype(np.float32) + np.float32(0.01)
+    x[0, 0, :3, :3] = 0.0
+    y = convkit.lp_pool2d(x, 2.0, **kw)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    results = {}
+    for threads in (1, 2, 3):
+        convkit.set_num_threads(threads)
+        for p in (2.0, 3.0):
+            _poison_heap(8 * x.size)
+            yt = convkit.lp_pool2d(x, p, **kw)
+            _poison_heap(8 * x.size)
+            results.setdefault(p, []).append((yt, convkit.lp_pool2d_backward(gy, x, p, **kw)))
+    for p, runs in results.items():
+        for yt, gt in runs[1:]:
+            assert_bitwise_equal(yt, runs[0][0], f"p={p}")
+            assert_bitwise_equal(gt, runs[0][1], f"p={p} backward")
+        assert_close(runs[0][0], ref.lp_pool2d(x.astype(np.float64), p, **kw), F32_RTOL)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("shape, kw", LP_FAST_GEOMS[:5], ids=[f"{s}-{k}" for s, k in LP_FAST_GEOMS[:5]])
+def test_lp_pool2d_fast_paths_match_torch(rng, shape, kw):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = np.abs(rng.standard_normal(shape)) + 0.05
+    for p in (2.0, 1.0, 3.0, 1.5):
+        xt = torch.from_numpy(x.copy()).requires_grad_(True)
+        yt = F.lp_pool2d(xt, p, kw["kernel_size"], kw.get("stride"), kw.get("ceil_mode", False))
+        gy = rng.standard_normal(tuple(yt.shape))
+        (gxt,) = torch.autograd.grad(yt, [xt], torch.from_numpy(gy))
+        assert_close(convkit.lp_pool2d(x, p, **kw), yt.detach().numpy(), F64_RTOL)
+        assert_close(convkit.lp_pool2d_backward(gy, x, p, **kw), gxt.numpy(), F64_RTOL)
 
 
 # --------------------------------------------------------------------------- #
