@@ -69,8 +69,10 @@ constexpr int64_t kSerialWork = CONVKIT_POOL_SERIAL_WORK;
 constexpr int64_t kSerialWork = 1 << 15;
 #endif
 
-// Planes summed side by side by the narrow-output paths.
+// Planes summed side by side by the narrow-output paths; their elements are
+// interleaved into a per-thread buffer for planes of at most kInterleaveMax.
 constexpr int64_t kPlaneBlock = 8;
+constexpr int64_t kInterleaveMax = 4096;
 
 // Dilated max-pool backward gathers (cost per input ~ taps) up to this many
 // window taps; larger windows scatter (cost per output ~ 1).
@@ -808,6 +810,27 @@ template <typename T, class Finish>
 void plane_block_window_sums(const T* src, int64_t src_plane, int64_t src_w, T* dst, int64_t dst_plane,
                              int64_t rows, int64_t cols, const int64_t* h0, const int64_t* h1, const int64_t* w0,
                              const int64_t* w1, int64_t count, Finish finish) {
+    if (count == kPlaneBlock && src_plane <= kInterleaveMax) {
+        // The planes' elements interleaved first (src_plane x 8), so that
+        // each tap of the 8 sums is one contiguous 8-lane add, not 8 loads
+        // (Inception's 5x5/3 backward: ~9 cycles per input before).
+        thread_local std::vector<T> tiles;
+        std::vector<T>& t = tiles;
+        t.resize(static_cast<size_t>(src_plane * kPlaneBlock));
+        for (int64_t e = 0; e < src_plane; ++e)
+            for (int64_t j = 0; j < kPlaneBlock; ++j) t[e * kPlaneBlock + j] = src[j * src_plane + e];
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < cols; ++c) {
+                T acc[kPlaneBlock] = {};
+                for (int64_t i = h0[r]; i < h1[r]; ++i) {
+                    const T* q = t.data() + i * src_w * kPlaneBlock;
+                    for (int64_t k = w0[c]; k < w1[c]; ++k)
+                        for (int64_t j = 0; j < kPlaneBlock; ++j) acc[j] += q[k * kPlaneBlock + j];
+                }
+                for (int64_t j = 0; j < kPlaneBlock; ++j) dst[j * dst_plane + r * cols + c] = finish(acc[j], r, c);
+            }
+        return;
+    }
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t c = 0; c < cols; ++c) {
             T acc[kPlaneBlock] = {};
