@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 
 #include "pool_impl.h"
 #include "pool_isa.h"
@@ -33,6 +34,9 @@ struct Ymm {
         return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(m), _mm256_castsi256_ps(_mm256_set1_epi32(off)), t));
     }
     static O ozero() { return _mm256_setzero_si256(); }
+    static V zero() { return _mm256_setzero_ps(); }
+    static V add(V a, V b) { return _mm256_add_ps(a, b); }
+    static V div(V a, float d) { return _mm256_div_ps(a, _mm256_set1_ps(d)); }
     static void store(float* y, V v) { _mm256_storeu_ps(y, v); }
     static void store_idx(int64_t* idx, int64_t b, int64_t sw, O mo) {
         const __m256i step = _mm256_mul_epi32(_mm256_setr_epi64x(0, 1, 2, 3), _mm256_set1_epi64x(sw));
@@ -60,6 +64,9 @@ struct Xmm {
         return _mm_castps_si128(_mm_blendv_ps(_mm_castsi128_ps(m), _mm_castsi128_ps(_mm_set1_epi32(off)), t));
     }
     static O ozero() { return _mm_setzero_si128(); }
+    static V zero() { return _mm_setzero_ps(); }
+    static V add(V a, V b) { return _mm_add_ps(a, b); }
+    static V div(V a, float d) { return _mm_div_ps(a, _mm_set1_ps(d)); }
     static void store(float* y, V v) { _mm_storeu_ps(y, v); }
     static void store_idx(int64_t* idx, int64_t b, int64_t sw, O mo) {
         const __m256i step = _mm256_mul_epi32(_mm256_setr_epi64x(0, 1, 2, 3), _mm256_set1_epi64x(sw));
@@ -68,46 +75,104 @@ struct Xmm {
     }
 };
 
-// W outputs from output o of max_row_interior's row: the running max (and
-// tap offset) stays in registers over all taps, visited in the portable
-// loop's order with its update rule: the same bits.
-template <class S, int SW>
-inline void max_vector(const float* p, int64_t o, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw, float* y,
-                       int64_t* idx, int64_t base) {
-    const float* q0 = p + o * SW;
-    typename S::V mv = S::template load<SW>(q0);
-    typename S::O mo = S::ozero();
+// NV vectors of W outputs (from outputs at[j]) of max_row_interior's row: the
+// running maxima (and tap offsets) stay in registers over all taps, visited
+// in the portable loop's order with its update rule: the same bits. NV
+// independent vectors hide the latency of each one's compare-blend chain.
+template <class S, int SW, int NV>
+inline void max_vectors(const float* p, const int64_t* at, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw,
+                        float* y, int64_t* idx, int64_t base) {
+    typename S::V mv[NV];
+    typename S::O mo[NV];
+    for (int j = 0; j < NV; ++j) {
+        mv[j] = S::template load<SW>(p + at[j] * SW);
+        mo[j] = S::ozero();
+    }
     for (int64_t r = 0; r < nrows; ++r)
         for (int64_t c = (r == 0 ? 1 : 0); c < kw; ++c) {
             const int64_t toff = r * rstep + c * dw;
-            const typename S::V v = S::template load<SW>(q0 + toff);
-            const typename S::V t = S::take(v, mv);
-            mv = S::blend(mv, v, t);
-            if (idx) mo = S::oblend(mo, static_cast<int32_t>(toff), t);
+            for (int j = 0; j < NV; ++j) {
+                const typename S::V v = S::template load<SW>(p + at[j] * SW + toff);
+                const typename S::V t = S::take(v, mv[j]);
+                mv[j] = S::blend(mv[j], v, t);
+                if (idx) mo[j] = S::oblend(mo[j], static_cast<int32_t>(toff), t);
+            }
         }
-    S::store(y + o, mv);
-    if (idx) S::store_idx(idx + o, base + o * SW, SW, mo);
+    for (int j = 0; j < NV; ++j) {
+        S::store(y + at[j], mv[j]);
+        if (idx) S::store_idx(idx + at[j], base + at[j] * SW, SW, mo[j]);
+    }
 }
 
-// A row of n >= 4 interior outputs: whole vectors, then one that overlaps
-// the one before (rewriting outputs with the same values) instead of a
-// scalar tail; rows of 4-7 outputs use xmm vectors. Rows of 14 or 7 outputs
-// (the MNIST pools) ran 3-5x slower through the per-tap chunk loops.
+// The same for avg_row_interior: 0 + the taps in row-major order, then one
+// division (each sum a chain of dependent adds: NV of them in flight).
+template <class S, int SW, int NV>
+inline void avg_vectors(const float* p, const int64_t* at, int64_t nrows, int64_t in_w, int64_t kw, float div,
+                        float* y) {
+    typename S::V s[NV];
+    for (int j = 0; j < NV; ++j) s[j] = S::zero();
+    for (int64_t r = 0; r < nrows; ++r)
+        for (int64_t c = 0; c < kw; ++c)
+            for (int j = 0; j < NV; ++j) s[j] = S::add(s[j], S::template load<SW>(p + at[j] * SW + r * in_w + c));
+    for (int j = 0; j < NV; ++j) S::store(y + at[j], S::div(s[j], div));
+}
+
+// A row of n >= 4 interior outputs in groups of up to 4 vectors at outputs
+// at[0..NV) (NV independent chains); a row's last vector overlaps the one
+// before (rewriting outputs with the same values) instead of a scalar tail.
+// Rows of 4-7 outputs use xmm vectors. vec(S{}, NV{}, at) computes a group.
+// Rows of 14 or 7 outputs (the MNIST pools) and 33 (Inception's 3x3/1
+// average) ran 3-5x slower through the per-tap chunk loops.
+template <class Vec>
+void row_of_vectors(int64_t n, Vec vec) {
+    if (n < Ymm::W) {
+        const int64_t at[2] = {0, n - Xmm::W};
+        if (n > Xmm::W)
+            vec(Xmm{}, std::integral_constant<int, 2>{}, at);
+        else
+            vec(Xmm{}, std::integral_constant<int, 1>{}, at);
+        return;
+    }
+    for (int64_t o = 0; o < n; o += 4 * Ymm::W) {
+        int64_t at[4];
+        const int64_t k = std::min<int64_t>(4, (n - o + Ymm::W - 1) / Ymm::W);
+        for (int64_t j = 0; j < k; ++j) at[j] = std::min(o + j * Ymm::W, n - Ymm::W);
+        switch (k) {
+            case 4: vec(Ymm{}, std::integral_constant<int, 4>{}, at); break;
+            case 3: vec(Ymm{}, std::integral_constant<int, 3>{}, at); break;
+            case 2: vec(Ymm{}, std::integral_constant<int, 2>{}, at); break;
+            default: vec(Ymm{}, std::integral_constant<int, 1>{}, at); break;
+        }
+    }
+}
+
 template <int SW>
 void max_row_avx2(const float* p, int64_t n, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw, float* y,
                   int64_t* idx, int64_t base) {
-    if (n < Ymm::W) {
-        max_vector<Xmm, SW>(p, 0, nrows, rstep, kw, dw, y, idx, base);
-        if (n > Xmm::W) max_vector<Xmm, SW>(p, n - Xmm::W, nrows, rstep, kw, dw, y, idx, base);
-        return;
-    }
-    int64_t o = 0;
-    for (; o + Ymm::W <= n; o += Ymm::W) max_vector<Ymm, SW>(p, o, nrows, rstep, kw, dw, y, idx, base);
-    if (o < n) max_vector<Ymm, SW>(p, n - Ymm::W, nrows, rstep, kw, dw, y, idx, base);
+    row_of_vectors(n, [&](auto s, auto nv, const int64_t* at) {
+        max_vectors<decltype(s), SW, decltype(nv)::value>(p, at, nrows, rstep, kw, dw, y, idx, base);
+    });
+}
+
+template <int SW>
+void avg_row_avx2(const float* p, int64_t n, int64_t nrows, int64_t in_w, int64_t kw, float div, float* y) {
+    row_of_vectors(n, [&](auto s, auto nv, const int64_t* at) {
+        avg_vectors<decltype(s), SW, decltype(nv)::value>(p, at, nrows, in_w, kw, div, y);
+    });
 }
 
 struct Avx2Fast : NoFast {
+    using NoFast::avg_row;
     using NoFast::max_row;
+    static bool avg_row(const float* p, int64_t n, int64_t sw, int64_t nrows, int64_t in_w, int64_t kw, float div,
+                        float* y) {
+        if (n < Xmm::W || (sw != 1 && sw != 2)) return false;
+        if (sw == 1)
+            avg_row_avx2<1>(p, n, nrows, in_w, kw, div, y);
+        else
+            avg_row_avx2<2>(p, n, nrows, in_w, kw, div, y);
+        return true;
+    }
     static bool max_row(const float* p, int64_t n, int64_t sw, int64_t nrows, int64_t rstep, int64_t kw,
                         int64_t dw, float* y, int64_t* idx, int64_t base) {
         if (n < Xmm::W || (sw != 1 && sw != 2)) return false;
@@ -130,7 +195,7 @@ void max_fwd_rows_avx2_f64(const PoolGeometry& g, const double* x, double* y, in
 }
 void avg_fwd_rows_avx2_f32(const PoolGeometry& g, bool cip, int64_t dov, const float* x, float* y, int64_t r0,
                            int64_t r1) {
-    avg_fwd_rows<float>(g, cip, dov, x, y, r0, r1);
+    avg_fwd_rows<float, Avx2Fast>(g, cip, dov, x, y, r0, r1);
 }
 void avg_fwd_rows_avx2_f64(const PoolGeometry& g, bool cip, int64_t dov, const double* x, double* y, int64_t r0,
                            int64_t r1) {
