@@ -1178,3 +1178,24 @@ def test_adaptive_max_pool2d_global_matches_scan(rng, shape, fill, dtype):
     assert_bitwise_equal(y, picked)  # the winner's own bits (-0.0 vs +0.0, NaN)
     np.testing.assert_array_equal(y.astype(np.float64), ref_y)
     assert_bitwise_equal(convkit.adaptive_max_pool2d(x, 1), y)
+
+
+# Average-pool forward rows at output stride 1 or 2 (float32, AVX2): up to 4
+# vectors of sums in registers (0 + the taps in row-major order, then one
+# division), the row's last vector overlapping; the same bits as the
+# portable loops, for rows of 4-7, 8, 26, 33 and 40 outputs, with padding
+# (edge windows through the scalar path), both divisor rules and an override.
+@pytest.mark.parametrize("shape, kw", [
+    ((2, 3, 35, 35), dict(kernel_size=3, stride=1, padding=1, count_include_pad=False)),
+    ((1, 2, 28, 28), dict(kernel_size=3, stride=1, padding=1)),
+    ((2, 2, 14, 14), dict(kernel_size=2)),
+    ((1, 3, 11, 9), dict(kernel_size=2, stride=1)),
+    ((1, 2, 17, 81), dict(kernel_size=(3, 2), stride=(2, 2), padding=(1, 0), ceil_mode=True)),
+    ((1, 2, 10, 12), dict(kernel_size=3, stride=1, divisor_override=7)),
+])
+def test_avg_pool2d_forward_vector_rows_match_portable(rng, shape, kw):
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.flat[::17] = -0.0
+    got = convkit.avg_pool2d(x, **kw)
+    assert_bitwise_equal(got, _generic_isa(lambda: convkit.avg_pool2d(x, **kw)))
+    assert_close(got, ref.avg_pool2d(x.astype(np.float64), **kw), F32_RTOL)
