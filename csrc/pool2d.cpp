@@ -35,7 +35,8 @@
 //
 // Every output is written; each value is computed by one thread in a fixed
 // order, so results are bitwise identical for any thread count. Backward
-// passes are gathers (avg, lp, adaptive avg) or per-plane scatters (max).
+// passes are gathers (avg, lp, adaptive avg) or per-plane scatters (max;
+// gathers in the same order at column stride 1 for dilated and 3x3 windows).
 #include "pool2d.h"
 
 #include <algorithm>

@@ -1,5 +1,7 @@
-// Max-pool backward at column stride 1 as a gather (AVX2, float32): see
-// max_bwd_gather_w1_avx2_f32 in pool_isa.h.
+// Max-pool backward at column stride 1 (AVX2): the gather of
+// max_bwd_gather_w1_avx2_f32 (float32) and the 8-at-a-time window check of
+// max_bwd_window_check_avx2 that lets larger windows scatter unchecked (see
+// pool_isa.h).
 //
 // The scatter gx[idx] += gy runs one dependent load-add-store per output, and
 // with overlapping windows neighbours usually share their maximum, so those
