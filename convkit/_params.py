@@ -112,19 +112,29 @@ def _typed_key(v):
     raise TypeError
 
 
+_BOOL_TAG = ("bool",)
+
+
 def _plain_key(args):
     """``args`` itself when every argument is a str, None, an int (not a
-    bool) or a tuple of ints, whose equality implies equal validity; else
-    None. (Such a key, a tuple whose first item is the function name, cannot
-    equal the (typed args, typed kwargs) pair the memo uses otherwise, whose
-    first item is a tuple.)"""
+    bool) or a tuple of ints, whose equality implies equal validity; with a
+    bool (the pools' ceil_mode) it is tagged, (_BOOL_TAG, b), so that True
+    and 1 stay apart; else None. (Such a key, a tuple whose first item is the
+    function name, cannot equal the (typed args, typed kwargs) pair the memo
+    uses otherwise, whose first item is a tuple.)"""
+    tagged = False
     for a in args:
         t = type(a)
         if t is int or t is str or a is None:
             continue
+        if t is bool:
+            tagged = True
+            continue
         if t is tuple and all(type(e) is int for e in a):
             continue
         return None
+    if tagged:
+        return tuple((_BOOL_TAG, a) if type(a) is bool else a for a in args)
     return args
 
 

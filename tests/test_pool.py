@@ -1199,3 +1199,19 @@ def test_avg_pool2d_forward_vector_rows_match_portable(rng, shape, kw):
     got = convkit.avg_pool2d(x, **kw)
     assert_bitwise_equal(got, _generic_isa(lambda: convkit.avg_pool2d(x, **kw)))
     assert_close(got, ref.avg_pool2d(x.astype(np.float64), **kw), F32_RTOL)
+
+
+# The geometry memo keys bools apart from ints (True == 1 and hash alike):
+# a pool call with ceil_mode=True is memoised on the plain key path, and a
+# later call with an invalid ceil_mode still raises.
+def test_geometry_memo_keys_bools_apart():
+    from convkit import _params as P
+    assert P._plain_key(("f", (4, 4), True)) != P._plain_key(("f", (4, 4), 1))
+    assert P._plain_key(("f", (4, 4), False)) != P._plain_key(("f", (4, 4), 0))
+    assert P._plain_key(("f", (4, 4), 0)) == ("f", (4, 4), 0)
+    x = np.arange(50, dtype=np.float32).reshape(1, 1, 5, 10)
+    for _ in range(2):
+        assert convkit.max_pool2d(x, 2, ceil_mode=True).shape == (1, 1, 3, 5)
+        assert convkit.max_pool2d(x, 2, ceil_mode=False).shape == (1, 1, 2, 5)
+        with pytest.raises((TypeError, ValueError), match="ceil_mode"):
+            convkit.max_pool2d(x, 2, ceil_mode="yes")
