@@ -1520,6 +1520,25 @@ int64_t adaptive_max_pool2d_backward(const AdaptiveGeometry& g, const T* grad_y,
         if (plane_in > 0) std::fill(grad_x, grad_x + g.planes * plane_in, T(0));
         return -1;
     }
+    if (plane_out == 1 && plane_in > 0) {
+        // One window over each plane (a global max): every index inside the
+        // plane is valid. A run of planes is zeroed at once (one fill, not one
+        // per 49-element plane), then each gets 0 + gy at its index.
+        std::vector<int64_t> bad(static_cast<size_t>(g.planes), -1);
+        plane_runs(g.planes, g.planes * (plane_in + 1), [&](int64_t p0, int64_t p1) {
+            std::fill(grad_x + p0 * plane_in, grad_x + p1 * plane_in, T(0));
+            for (int64_t p = p0; p < p1; ++p) {
+                const int64_t idx = indices[p];
+                if (static_cast<uint64_t>(idx) < static_cast<uint64_t>(plane_in))
+                    grad_x[p * plane_in + idx] += grad_y[p];
+                else
+                    bad[p] = 0;
+            }
+        });
+        for (int64_t p = 0; p < g.planes; ++p)
+            if (bad[p] >= 0) return p;
+        return -1;
+    }
     std::vector<int64_t> h0(g.out_h), h1(g.out_h), w0(g.out_w), w1(g.out_w);
     for (int64_t o = 0; o < g.out_h; ++o) {
         h0[o] = adaptive_start(o, g.out_h, g.in_h);

@@ -1215,3 +1215,26 @@ def test_geometry_memo_keys_bools_apart():
         assert convkit.max_pool2d(x, 2, ceil_mode=False).shape == (1, 1, 2, 5)
         with pytest.raises((TypeError, ValueError), match="ceil_mode"):
             convkit.max_pool2d(x, 2, ceil_mode="yes")
+
+
+# Adaptive max backward to 1x1: a run of planes zeroed at once, then each
+# plane's gradient at its index (any index in the plane is in its window);
+# an index outside the plane raises, whichever plane holds it.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 5, 7, 7), (3, 4, 1, 1), (1, 9, 3, 5)])
+def test_adaptive_max_pool2d_backward_global(rng, shape, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    _, idx = convkit.adaptive_max_pool2d(x, 1, return_indices=True)
+    gy = rng.standard_normal(idx.shape).astype(dtype)
+    gy.flat[::3] = -0.0
+    gx = convkit.adaptive_max_pool2d_backward(gy, x, idx)
+    expected = np.zeros(shape)
+    n, c = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    expected.reshape(shape[0], shape[1], -1)[n, c, idx[:, :, 0, 0]] = 0.0 + gy[:, :, 0, 0]
+    assert_bitwise_equal(gx, expected.astype(dtype))
+    assert_close(gx, ref.adaptive_max_pool2d_backward(gy.astype(np.float64), x.astype(np.float64), idx), 1e-12)
+    for value in (-1, shape[2] * shape[3]):
+        bad = idx.copy()
+        bad[-1, -1, 0, 0] = value
+        with pytest.raises(ValueError, match="adaptive_max_pool2d_backward"):
+            convkit.adaptive_max_pool2d_backward(gy, x, bad)
