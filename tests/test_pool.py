@@ -1238,3 +1238,20 @@ def test_adaptive_max_pool2d_backward_global(rng, shape, dtype):
         bad[-1, -1, 0, 0] = value
         with pytest.raises(ValueError, match="adaptive_max_pool2d_backward"):
             convkit.adaptive_max_pool2d_backward(gy, x, bad)
+
+
+# Average-pool backward of 2x2 windows at stride 2: each gradient written to
+# its window's two columns side by side (an odd last column and row get 0),
+# the bits of 0 + gy / 4 (divisor_override 3: gy / 3).
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, override", [((2, 3, 28, 28), None), ((1, 4, 7, 9), None), ((3, 2, 14, 15), 3)])
+def test_avg_pool2d_backward_2x2_pairs(rng, shape, override, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    gy = rng.standard_normal((shape[0], shape[1], shape[2] // 2, shape[3] // 2)).astype(dtype)
+    gy.flat[::5] = -0.0
+    gx = convkit.avg_pool2d_backward(gy, x, 2, divisor_override=override)
+    expected = np.zeros(shape, dtype)
+    share = dtype(0) + gy / dtype(override or 4)
+    oh, ow = gy.shape[2], gy.shape[3]
+    expected[:, :, :2 * oh, :2 * ow] = np.repeat(np.repeat(share, 2, axis=2), 2, axis=3)
+    assert_bitwise_equal(gx, expected)
