@@ -214,34 +214,32 @@ int64_t max_bwd_2x2_rows_avx2_f32(const float* gy, const int64_t* idx, float* gx
         float* row1 = row0 + in_w;
         const int64_t base = 2 * oh * in_w;
         __m256i bad = zero_i;
-        // Rows of 4 or more windows end with a vector that overlaps the one
-        // before (assignments: rewriting a window gives the same values);
-        // shorter rows go through masked loads and stores.
-        for (int64_t ow0 = 0; ow0 < out_w; ow0 += 4) {
-            const bool part = out_w - ow0 < 4;
-            const int64_t ow = part && out_w >= 4 ? out_w - 4 : ow0;
-            const int64_t n = std::min<int64_t>(4, out_w - ow);
+        // 4 windows from column ow: n of them live (masked loads and stores
+        // for rows of fewer than 4 windows).
+        auto quad = [&](int64_t ow, int64_t n) {
+            const bool full = n == 4;
             const __m256i live = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_set_epi64x(3, 2, 1, 0));
             // d = idx - (top-left input of the window): 0, 1, in_w or in_w + 1.
             const __m256i top_left = _mm256_add_epi64(_mm256_set1_epi64x(base + 2 * ow), lanes);
-            const __m256i iv = n == 4 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ir + ow))
-                                      : _mm256_maskload_epi64(reinterpret_cast<const long long*>(ir + ow), live);
+            const __m256i iv = full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ir + ow))
+                                    : _mm256_maskload_epi64(reinterpret_cast<const long long*>(ir + ow), live);
             const __m256i d = _mm256_sub_epi64(iv, top_left);
             const __m256i e00 = _mm256_cmpeq_epi64(d, zero_i), e01 = _mm256_cmpeq_epi64(d, one);
             const __m256i e10 = _mm256_cmpeq_epi64(d, w0), e11 = _mm256_cmpeq_epi64(d, w1);
             const __m256i any = _mm256_or_si256(_mm256_or_si256(e00, e01), _mm256_or_si256(e10, e11));
-            bad = _mm256_or_si256(bad, _mm256_andnot_si256(any, live));
+            bad = _mm256_or_si256(bad, full ? _mm256_xor_si256(any, _mm256_set1_epi64x(-1))
+                                            : _mm256_andnot_si256(any, live));
             // Each 64-bit mask is all ones or zeros: its even 32-bit half
             // masks the window's left input, the odd half (from e01/e11) the
             // right one.
             const __m256 m0 = _mm256_castsi256_ps(_mm256_blend_epi32(e00, e01, 0xAA));
             const __m256 m1 = _mm256_castsi256_ps(_mm256_blend_epi32(e10, e11, 0xAA));
-            const __m128 gv = n == 4 ? _mm_loadu_ps(gr + ow)
-                                     : _mm_maskload_ps(gr + ow, _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
-                                                                    live, _mm256_set_epi32(7, 7, 7, 7, 6, 4, 2, 0))));
+            const __m128 gv = full ? _mm_loadu_ps(gr + ow)
+                                   : _mm_maskload_ps(gr + ow, _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
+                                                                  live, _mm256_set_epi32(7, 7, 7, 7, 6, 4, 2, 0))));
             const __m128 g4 = _mm_add_ps(_mm_setzero_ps(), gv);  // 0 + gy
             const __m256 g8 = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(g4), dup);
-            if (n == 4) {
+            if (full) {
                 _mm256_storeu_ps(row0 + 2 * ow, _mm256_and_ps(g8, m0));
                 _mm256_storeu_ps(row1 + 2 * ow, _mm256_and_ps(g8, m1));
             } else {
@@ -250,6 +248,15 @@ int64_t max_bwd_2x2_rows_avx2_f32(const float* gy, const int64_t* idx, float* gx
                 _mm256_maskstore_ps(row0 + 2 * ow, live8, _mm256_and_ps(g8, m0));
                 _mm256_maskstore_ps(row1 + 2 * ow, live8, _mm256_and_ps(g8, m1));
             }
+        };
+        // Rows of 4 or more windows end with a vector that overlaps the one
+        // before (assignments: rewriting a window gives the same values).
+        if (out_w >= 4) {
+            int64_t ow = 0;
+            for (; ow + 4 <= out_w; ow += 4) quad(ow, 4);
+            if (ow < out_w) quad(out_w - 4, 4);
+        } else {
+            quad(0, out_w);
         }
         const bool ok = _mm256_testz_si256(bad, bad) != 0;
         if (!ok) {
