@@ -583,7 +583,8 @@ WindowCheckFn window_check_fn() {
 // max_bwd_4planes_d1 with each row's indices checked ahead, 8 at a time
 // (check: window_check_fn()): the scatter loop is then loads, adds and
 // stores only (the per-index test cost 3x torch's whole backward at 5x5/1).
-// wlo32 / wn_minus1: the columns of each output's window, none empty.
+// wlo32 / wn_minus1: the columns of each output's window; no window of
+// padding only (the caller's condition).
 template <typename T>
 bool max_bwd_4planes_prechecked(WindowCheckFn check, const T* gyp, const int64_t* ip, T* gxp, int64_t plane_in,
                                 int64_t plane_out, int64_t in_w, int64_t out_w, int64_t out_h, const MaxAxis* hp,
@@ -593,7 +594,6 @@ bool max_bwd_4planes_prechecked(WindowCheckFn check, const T* gyp, const int64_t
     int32_t at[4][kSpan];
     for (int64_t oh = 0; oh < out_h; ++oh) {
         const MaxAxis& h = hp[oh];
-        if (h.lo >= h.hi) return false;
         for (int64_t ow0 = 0; ow0 < out_w; ow0 += kSpan) {
             const int64_t m = std::min(kSpan, out_w - ow0);
             const int64_t o0 = oh * out_w + ow0;
