@@ -33,6 +33,9 @@ def _root_module(a) -> str:
     return type(a).__module__.split(".")[0]
 
 
+_NATIVE_TYPES = frozenset((np.ndarray, int, float, bool, str, tuple, list, type(None)))
+
+
 def _is_foreign(a) -> bool:
     """True for an array of another framework: has __dlpack__, is neither
     NumPy nor CuPy."""
@@ -103,7 +106,10 @@ def accept_dlpack(op):
 
     @functools.wraps(op)
     def wrapper(*args, **kwargs):
-        if not any(map(_is_foreign, args)) and not any(map(_is_foreign, kwargs.values())):
+        # Types that are never foreign are skipped by a set lookup: the
+        # any(map(...)) over every argument cost ~1-2 us of a small call.
+        if all(type(a) in _NATIVE_TYPES or not _is_foreign(a) for a in args) and (
+                not kwargs or all(type(a) in _NATIVE_TYPES or not _is_foreign(a) for a in kwargs.values())):
             return op(*args, **kwargs)  # NumPy / CuPy: nothing to convert
         try:
             bound = signature.bind(*args, **kwargs)

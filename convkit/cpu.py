@@ -28,14 +28,29 @@ def _struct(cls, geometry, **extra):
 
 
 # Geometries are frozen (and memoised by _params): their C structs are too.
-@functools.lru_cache(maxsize=1024)
+# Looked up by identity (an lru_cache hashed every field of the dataclass,
+# ~0.7 us a call); each entry keeps its geometry alive, so an id is never
+# reused while its entry stands.
+_STRUCTS = {}
+
+
+def _cached_struct(g, make):
+    entry = _STRUCTS.get(id(g))
+    if entry is not None and entry[0] is g:
+        return entry[1]
+    if len(_STRUCTS) >= 1024:
+        _STRUCTS.clear()
+    s = make(g)
+    _STRUCTS[id(g)] = (g, s)
+    return s
+
+
 def _conv(g):
-    return _struct(_C.ConvGeometry, g)
+    return _cached_struct(g, lambda g: _struct(_C.ConvGeometry, g))
 
 
-@functools.lru_cache(maxsize=1024)
 def _pool(g):
-    return _struct(_C.PoolGeometry, g, planes=g.planes)
+    return _cached_struct(g, lambda g: _struct(_C.PoolGeometry, g, planes=g.planes))
 
 
 @functools.lru_cache(maxsize=1024)

@@ -692,7 +692,8 @@ int64_t max_pool2d_backward(const PoolGeometry& g, const T* grad_y, const int64_
         // each input written once, selected from its window's gradient, no
         // zero fill and no scatter (AVX2: 1.x-3x faster, same bits).
         const auto tiles_2x2 = d1 && g.kernel_h == 2 && g.kernel_w == 2 && g.stride_h == 2 && g.stride_w == 2 &&
-                                       g.pad_h == 0 && g.pad_w == 0 && g.out_h == g.in_h / 2 && g.out_w == g.in_w / 2
+                                       g.pad_h == 0 && g.pad_w == 0 && g.out_h == g.in_h / 2 && g.out_w == g.in_w / 2 &&
+                                   g.out_w >= 4 && g.in_w < (int64_t(1) << 30)
                                    ? IsaFns<T>::max_bwd_2x2_fn()
                                    : nullptr;
         std::vector<int64_t> bad(static_cast<size_t>(items), -1);

@@ -956,10 +956,11 @@ def test_avg_pool2d_narrow_outputs_match_row_kernels(rng, isa, shape, kw, dtype)
 # Whole 2x2 windows at stride 2 (float32, AVX2) write every input once,
 # selected from its window's gradient: the same bits as the general path (the
 # generic ISA), zeros for an odd last row and column, -0.0 and NaN gradients
-# passed as the general path passes them, rows whose last 1-3 windows go
-# through masked loads, and an index outside its window rejected.
+# passed as the general path passes them, rows whose last 1-3 windows are
+# rewritten by an overlapping quad (rows under 4 windows take the general
+# path), and an index outside its window rejected.
 @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 5, 15, 29), (3, 2, 7, 9), (1, 1, 2, 2), (2, 3, 6, 14),
-                                   (1, 2, 3, 7)])
+                                   (1, 2, 3, 7), (4, 8, 14, 14), (2, 8, 28, 28), (1, 3, 9, 40)])
 def test_max_pool2d_backward_2x2_matches_general_path(rng, shape):
     x = rng.standard_normal(shape).astype(np.float32)
     y, idx = convkit.max_pool2d(x, 2, return_indices=True)
@@ -978,14 +979,24 @@ def test_max_pool2d_backward_2x2_matches_general_path(rng, shape):
     assert_close(np.nan_to_num(got.astype(np.float64)),
                  ref.max_pool2d_backward(finite, x.astype(np.float64), idx, 2), 1e-12)
     # An index inside the plane but outside its window (the last window's
-    # corner given to the first), and one past the plane.
-    for value in (idx[0, 0, -1, -1], shape[2] * shape[3]):
+    # corner given to the first), one past the plane, a negative one, and a
+    # valid one plus 2^32 (same low 32 bits); the error names the first bad
+    # position in the call even when a later row also holds one.
+    plane_out = y.shape[2] * y.shape[3]
+    last = (y.shape[0] * y.shape[1] - 1, y.shape[2] - 1, y.shape[3] - 1)
+    planes = idx.reshape(-1, *y.shape[2:])
+    for value in (idx[0, 0, 0, 0], shape[2] * shape[3], -1, int(planes[last]) + (1 << 32)):
         bad = idx.copy()
-        bad[0, 0, 0, 0] = value
-        if value == idx[0, 0, 0, 0]:
+        bad.reshape(-1, *y.shape[2:])[last] = value
+        if value == planes[last]:
             continue
-        with pytest.raises(ValueError, match="max_pool2d_backward"):
+        with pytest.raises(ValueError, match=rf"max_pool2d_backward: indices\[{idx.size - 1}\]"):
             convkit.max_pool2d_backward(gy, x, bad, 2)
+        if plane_out > 1:
+            bad.reshape(-1, *y.shape[2:])[last[0], 0, 1] = planes[last[0], 0, 0]
+            first = last[0] * plane_out + 1
+            with pytest.raises(ValueError, match=rf"max_pool2d_backward: indices\[{first}\]"):
+                convkit.max_pool2d_backward(gy, x, bad, 2)
 
 
 # Backward of narrow overlapping outputs (AlexNet's adaptive 13x13 -> 6x6,

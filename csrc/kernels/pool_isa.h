@@ -30,7 +30,8 @@ void avg_bwd_s1_plane_avx2_f64(int64_t, int64_t, int64_t, int64_t, int64_t, int6
 void avg_bwd_disjoint_rows_avx2_f64(int64_t, int64_t, int64_t, int64_t, const int64_t*, const int32_t*, const double*,
                                    const double*, double*, double*);
 // Max-pool backward of output rows [oh0, oh1) of one plane of whole 2x2
-// windows at stride 2 (out_h = in_h / 2, out_w = in_w / 2, no padding):
+// windows at stride 2 (out_h = in_h / 2, out_w = in_w / 2 >= 4, in_w < 2^30,
+// no padding):
 // writes input rows 2*oh0 .. 2*oh1, plus the odd last input column of those
 // rows and, when oh1 == out_h, the odd last input row (no window covers them:
 // zeros). Every input is 0 + gy of its window where the window's index points
