@@ -1081,10 +1081,11 @@ void avg_backward(const PoolGeometry& g, const std::vector<T>& div, const T* gra
             hhi[oh] = hx[oh].hi;
         }
         auto fn = IsaFns<T>::avg_bwd_scatter_fn();
-        std::vector<T> scratch(static_cast<size_t>(nt * g.out_w));
+        const int64_t per_thread = poolk::avg_scatter_scratch(g.in_w, g.out_w, g.kernel_w, g.stride_w);
+        std::vector<T> scratch(static_cast<size_t>(nt * per_thread));
         parallel_planes(g.planes, g.planes * (plane_in + plane_out), [&](int64_t p) {
 #ifdef _OPENMP
-            T* d = scratch.data() + omp_get_thread_num() * g.out_w;
+            T* d = scratch.data() + omp_get_thread_num() * per_thread;
 #else
             T* d = scratch.data();
 #endif

@@ -1266,3 +1266,54 @@ def test_avg_pool2d_backward_2x2_pairs(rng, shape, override, dtype):
     oh, ow = gy.shape[2], gy.shape[3]
     expected[:, :, :2 * oh, :2 * ow] = np.repeat(np.repeat(share, 2, axis=2), 2, axis=3)
     assert_bitwise_equal(gx, expected)
+
+
+def _avg_backward_in_scatter_order(gy, x_shape, k, s, p, ceil_mode, count_include_pad):
+    """avg_pool2d backward as torch defines it: gx = 0, then every output in
+    (oh, ow) order adds gy / divisor to each input of its clamped window (one
+    rounding per addition, so the bits of that order)."""
+    (kh, kw), (sh, sw), (ph, pw) = k, s, p
+    H, W = x_shape[2:]
+    gx = np.zeros(x_shape, gy.dtype)
+    for oh in range(gy.shape[2]):
+        h0 = oh * sh - ph
+        h1 = min(h0 + kh, H + ph)
+        hs, he = max(h0, 0), min(h1, H)
+        for ow in range(gy.shape[3]):
+            w0 = ow * sw - pw
+            w1 = min(w0 + kw, W + pw)
+            ws, we = max(w0, 0), min(w1, W)
+            if hs >= he or ws >= we:
+                continue
+            div = (h1 - h0) * (w1 - w0) if count_include_pad else (he - hs) * (we - ws)
+            share = gy[:, :, oh, ow] / gy.dtype.type(div)
+            gx[:, :, hs:he, ws:we] += share[:, :, None, None]
+    return gx
+
+
+# Average-pool backward of windows that overlap along the row at stride >= 2:
+# each output row's shares are laid out once in ceil(kw / sw) slot rows and
+# added to its window's input rows slot by slot (up to 4 slots; wider ones
+# keep the tap-major scatter). Bitwise against the scatter-order definition,
+# for both ISAs and 1-3 threads; -0.0 gradients included.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, k, s, p, ceil_mode, cip", [
+    ((2, 4, 12, 21), (3, 3), (2, 2), (1, 1), False, True),
+    ((1, 6, 11, 17), (3, 3), (2, 2), (1, 1), True, False),
+    ((2, 5, 17, 29), (5, 5), (3, 3), (0, 0), False, True),
+    ((1, 4, 9, 21), (2, 7), (1, 2), (0, 3), True, False),   # 4 slots
+    ((1, 4, 9, 23), (3, 9), (2, 2), (1, 4), False, True),   # 5 slots: the tap-major scatter
+    ((3, 2, 10, 10), (4, 3), (3, 2), (2, 1), True, True),
+])
+def test_avg_pool2d_backward_overlapping_rows_match_scatter_order(rng, isa, shape, k, s, p, ceil_mode, cip, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    kw = dict(kernel_size=k, stride=s, padding=p, ceil_mode=ceil_mode, count_include_pad=cip)
+    gy = rng.standard_normal(convkit.avg_pool2d(x, **kw).shape).astype(dtype)
+    gy.flat[::7] = -0.0
+    expected = _avg_backward_in_scatter_order(gy, shape, k, s, p, ceil_mode, cip)
+    for threads in (1, 2, 3):
+        convkit.set_num_threads(threads)
+        try:
+            assert_bitwise_equal(convkit.avg_pool2d_backward(gy, x, **kw), expected)
+        finally:
+            convkit.set_num_threads(2)

@@ -284,23 +284,68 @@ inline void avg_fwd_rows(const PoolGeometry& g, bool cip, int64_t dov, const T* 
 // converted to T) and reproduce torch's scatter: gx = 0, then every output in
 // (oh, ow) order adds gy / divisor to each input of its clamped window.
 
-// Overlapping windows: one whole plane, tap-major. For each output row oh
-// (ascending) and window row, the column taps are visited from last to first,
-// each as one pass over the outputs; within a pass every input gets at most
-// one contribution, and for a fixed input the passes deliver its
-// contributions in ascending ow, then ascending oh: torch's order. ca/cb[c]:
-// outputs whose tap column c lies inside [0, in_w). d: out_w scratch.
+// Overlapping windows: one whole plane. For each output row oh (ascending),
+// an input column receives up to slots = ceil(kw / sw) contributions, in
+// ascending ow: tap column c lands in slot (kw - 1 - c) / sw (the taps of one
+// slot land on distinct columns). Those slots are written once per output row
+// into `slots` rows of in_w (+0 where no tap lands), then each input row of
+// the window adds them in slot order: contiguous vector adds instead of kw
+// strided passes per input row (3x3/2 windows: 3-4x fewer operations). A +0
+// slot changes nothing (a running sum that starts at +0 is never -0), so for
+// a fixed input the sums are torch's: ascending ow, then ascending oh. Wider
+// slot counts keep the tap-major scatter: per window row, the column taps from
+// last to first, each a pass over the outputs. ca/cb[c]: outputs whose tap
+// column c lies inside [0, in_w). d: avg_scatter_scratch(...) elements.
+constexpr int64_t kAvgMaxSlots = 4;
+
+inline int64_t avg_scatter_slots(int64_t kw, int64_t sw) {
+    const int64_t slots = (kw + sw - 1) / sw;
+    return slots <= kAvgMaxSlots ? slots : 0;
+}
+
+inline int64_t avg_scatter_scratch(int64_t in_w, int64_t out_w, int64_t kw, int64_t sw) {
+    return out_w + 2 * avg_scatter_slots(kw, sw) * in_w;
+}
+
 template <typename T>
 inline void avg_bwd_scatter_plane(int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w, int64_t kw,
                                   int64_t sw, int64_t pw, const int64_t* hlo, const int64_t* hhi,
                                   const int64_t* ca, const int64_t* cb, const T* __restrict div,
                                   const T* __restrict gyp, T* __restrict gxp, T* __restrict d) {
     std::fill(gxp, gxp + in_h * in_w, T(0));
+    const int64_t slots = avg_scatter_slots(kw, sw);
+    // Two sets of slot rows: an output row's are added one row later, when
+    // the scalar stores that built them have left the store buffer (read at
+    // once, their vector loads waited on store forwarding: a third of the
+    // time). Every output row writes the same positions: the rest stay +0.
+    T* const slot_sets[2] = {d + out_w, d + out_w + slots * in_w};
+    std::fill(slot_sets[0], slot_sets[0] + 2 * slots * in_w, T(0));
+    auto add_slots = [&](int64_t oh, const T* __restrict slot_rows) {
+        for (int64_t ih = hlo[oh]; ih < hhi[oh]; ++ih) {
+            T* __restrict row = gxp + ih * in_w;
+            for (int64_t m = 0; m < slots; ++m) {
+                const T* __restrict add = slot_rows + m * in_w;
+                for (int64_t iw = 0; iw < in_w; ++iw) row[iw] += add[iw];
+            }
+        }
+    };
+    int64_t pending = -1, set = 0;  // output row whose slots wait in slot_sets[set ^ 1]
     for (int64_t oh = 0; oh < out_h; ++oh) {
         if (hlo[oh] >= hhi[oh]) continue;
         const T* __restrict gr = gyp + oh * out_w;
         const T* __restrict dr = div + oh * out_w;
         for (int64_t ow = 0; ow < out_w; ++ow) d[ow] = gr[ow] / dr[ow];
+        if (slots > 0) {
+            T* __restrict slot_rows = slot_sets[set];
+            for (int64_t c = kw - 1; c >= 0; --c) {
+                T* __restrict q = slot_rows + (kw - 1 - c) / sw * in_w + c - pw;
+                for (int64_t ow = ca[c]; ow < cb[c]; ++ow) q[ow * sw] = d[ow];
+            }
+            if (pending >= 0) add_slots(pending, slot_sets[set ^ 1]);
+            pending = oh;
+            set ^= 1;
+            continue;
+        }
         for (int64_t ih = hlo[oh]; ih < hhi[oh]; ++ih) {
             T* __restrict row = gxp + ih * in_w;
             for (int64_t c = kw - 1; c >= 0; --c) {
@@ -316,6 +361,7 @@ inline void avg_bwd_scatter_plane(int64_t in_h, int64_t in_w, int64_t out_h, int
             }
         }
     }
+    if (pending >= 0) add_slots(pending, slot_sets[set ^ 1]);
 }
 
 // Gather of avg_bwd_s1_plane from the padded delta rows D (row length L).
