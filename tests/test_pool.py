@@ -1293,8 +1293,9 @@ def _avg_backward_in_scatter_order(gy, x_shape, k, s, p, ceil_mode, count_includ
 
 # Average-pool backward of windows that overlap along the row at stride >= 2:
 # each output row's shares are laid out once in ceil(kw / sw) slot rows and
-# added to its window's input rows slot by slot (up to 4 slots; wider ones
-# keep the tap-major scatter). Bitwise against the scatter-order definition,
+# added to its window's input rows slot by slot, a row's first window
+# assigning (up to 4 slots; wider ones keep the tap-major scatter). Rows no
+# window reaches (kernel_h < stride_h) must come out as zeros. Bitwise against the scatter-order definition,
 # for both ISAs and 1-3 threads; -0.0 gradients included.
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, k, s, p, ceil_mode, cip", [
@@ -1304,6 +1305,8 @@ def _avg_backward_in_scatter_order(gy, x_shape, k, s, p, ceil_mode, count_includ
     ((1, 4, 9, 21), (2, 7), (1, 2), (0, 3), True, False),   # 4 slots
     ((1, 4, 9, 23), (3, 9), (2, 2), (1, 4), False, True),   # 5 slots: the tap-major scatter
     ((3, 2, 10, 10), (4, 3), (3, 2), (2, 1), True, True),
+    ((2, 3, 12, 19), (2, 3), (3, 2), (0, 1), False, True),   # rows no window reaches: zeros
+    ((2, 3, 13, 20), (1, 5), (4, 2), (0, 2), True, False),
 ])
 def test_avg_pool2d_backward_overlapping_rows_match_scatter_order(rng, isa, shape, k, s, p, ceil_mode, cip, dtype):
     x = rng.standard_normal(shape).astype(dtype)

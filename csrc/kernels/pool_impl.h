@@ -312,22 +312,33 @@ inline void avg_bwd_scatter_plane(int64_t in_h, int64_t in_w, int64_t out_h, int
                                   int64_t sw, int64_t pw, const int64_t* hlo, const int64_t* hhi,
                                   const int64_t* ca, const int64_t* cb, const T* __restrict div,
                                   const T* __restrict gyp, T* __restrict gxp, T* __restrict d) {
-    std::fill(gxp, gxp + in_h * in_w, T(0));
     const int64_t slots = avg_scatter_slots(kw, sw);
+    if (slots == 0) std::fill(gxp, gxp + in_h * in_w, T(0));
     // Two sets of slot rows: an output row's are added one row later, when
     // the scalar stores that built them have left the store buffer (read at
     // once, their vector loads waited on store forwarding: a third of the
     // time). Every output row writes the same positions: the rest stay +0.
     T* const slot_sets[2] = {d + out_w, d + out_w + slots * in_w};
     std::fill(slot_sets[0], slot_sets[0] + 2 * slots * in_w, T(0));
+    // Input rows [0, fresh) hold their sums so far; window rows only grow
+    // with oh, so a row past `fresh` starts at 0 + its first slot (no zero
+    // fill to add to), and rows no window reaches are zeroed on the way.
+    int64_t fresh = 0;
     auto add_slots = [&](int64_t oh, const T* __restrict slot_rows) {
+        if (hlo[oh] > fresh) std::fill(gxp + fresh * in_w, gxp + hlo[oh] * in_w, T(0));
         for (int64_t ih = hlo[oh]; ih < hhi[oh]; ++ih) {
             T* __restrict row = gxp + ih * in_w;
-            for (int64_t m = 0; m < slots; ++m) {
+            int64_t m = 0;
+            if (ih >= fresh) {
+                for (int64_t iw = 0; iw < in_w; ++iw) row[iw] = T(0) + slot_rows[iw];
+                m = 1;
+            }
+            for (; m < slots; ++m) {
                 const T* __restrict add = slot_rows + m * in_w;
                 for (int64_t iw = 0; iw < in_w; ++iw) row[iw] += add[iw];
             }
         }
+        fresh = std::max(fresh, hhi[oh]);
     };
     int64_t pending = -1, set = 0;  // output row whose slots wait in slot_sets[set ^ 1]
     for (int64_t oh = 0; oh < out_h; ++oh) {
@@ -337,7 +348,39 @@ inline void avg_bwd_scatter_plane(int64_t in_h, int64_t in_w, int64_t out_h, int
         for (int64_t ow = 0; ow < out_w; ++ow) d[ow] = gr[ow] / dr[ow];
         if (slots > 0) {
             T* __restrict slot_rows = slot_sets[set];
-            for (int64_t c = kw - 1; c >= 0; --c) {
+            int64_t c = kw - 1;
+            if (sw == 2) {
+                // Stride 2: the two taps of a slot fill adjacent columns with
+                // the same share, over the outputs both reach: d duplicated
+                // into pairs (a vectorised loop; element by element, these
+                // strided stores took a third of the time).
+                for (; c >= 1; c -= 2) {
+                    T* __restrict q = slot_rows + (kw - 1 - c) / 2 * in_w + c - 1 - pw;
+                    const int64_t a = std::max(ca[c], ca[c - 1]), b = std::min(cb[c], cb[c - 1]);
+                    for (int64_t ow = a; ow < b; ++ow) {
+                        q[2 * ow] = d[ow];
+                        q[2 * ow + 1] = d[ow];
+                    }
+                    for (int64_t ow = ca[c]; ow < std::min(a, cb[c]); ++ow) q[2 * ow + 1] = d[ow];
+                    for (int64_t ow = std::max(b, ca[c]); ow < cb[c]; ++ow) q[2 * ow + 1] = d[ow];
+                    for (int64_t ow = ca[c - 1]; ow < std::min(a, cb[c - 1]); ++ow) q[2 * ow] = d[ow];
+                    for (int64_t ow = std::max(b, ca[c - 1]); ow < cb[c - 1]; ++ow) q[2 * ow] = d[ow];
+                }
+                if (c == 0) {
+                    // A slot of one tap: the column after each of its own is
+                    // no tap's, +0 (written as pairs while it is in the row).
+                    T* __restrict q = slot_rows + (kw - 1) / 2 * in_w - pw;
+                    const int64_t b = std::min(cb[0], (in_w + pw - 1) / 2);  // 2*ow + 1 - pw < in_w
+                    int64_t ow = ca[0];
+                    for (; ow < b; ++ow) {
+                        q[2 * ow] = d[ow];
+                        q[2 * ow + 1] = T(0);
+                    }
+                    for (; ow < cb[0]; ++ow) q[2 * ow] = d[ow];
+                    c = -1;
+                }
+            }
+            for (; c >= 0; --c) {
                 T* __restrict q = slot_rows + (kw - 1 - c) / sw * in_w + c - pw;
                 for (int64_t ow = ca[c]; ow < cb[c]; ++ow) q[ow * sw] = d[ow];
             }
@@ -362,6 +405,7 @@ inline void avg_bwd_scatter_plane(int64_t in_h, int64_t in_w, int64_t out_h, int
         }
     }
     if (pending >= 0) add_slots(pending, slot_sets[set ^ 1]);
+    if (slots > 0) std::fill(gxp + fresh * in_w, gxp + in_h * in_w, T(0));
 }
 
 // Gather of avg_bwd_s1_plane from the padded delta rows D (row length L).
