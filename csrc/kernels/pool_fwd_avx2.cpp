@@ -235,13 +235,17 @@ int64_t max_bwd_2x2_rows_avx2_f32(const float* gy, const int64_t* idx, float* gx
     const int64_t quads_per_row = quads + (last >= 0 ? 1 : 0);
     const int64_t flush_rows = std::max<int64_t>(1, (int64_t(1) << 30) / quads_per_row);
     int64_t matched = 0, rows_counted = 0;
-    for (int64_t oh = oh0; oh < oh1; ++oh) {
-        const float* gr = gy + oh * out_w;
-        const int64_t* ir = idx + oh * out_w;
-        float* row0 = gx + 2 * oh * in_w;
+    // Per row: the corners step by two input rows; the last quad's sit
+    // 2 * last columns to the right of the row's first.
+    __m256i corner_row = _mm256_add_epi64(_mm256_set1_epi64x(2 * oh0 * in_w + in_w + 1), columns);
+    const __m256i next_row = _mm256_set1_epi64x(2 * in_w), to_last = _mm256_set1_epi64x(2 * last);
+    const bool odd_column = in_w > 2 * out_w;
+    const float* gr = gy + oh0 * out_w;
+    const int64_t* ir = idx + oh0 * out_w;
+    float* row0 = gx + 2 * oh0 * in_w;
+    for (int64_t oh = oh0; oh < oh1; ++oh, gr += out_w, ir += out_w, row0 += 2 * in_w) {
         float* row1 = row0 + in_w;
-        const __m256i corner0 = _mm256_add_epi64(_mm256_set1_epi64x(2 * oh * in_w + in_w + 1), columns);
-        __m256i corner = corner0;
+        __m256i corner = corner_row;
         for (int64_t q = 0; q < quads; ++q) {
             quad(gr + 4 * q, ir + 4 * q, row0 + 8 * q, row1 + 8 * q, corner);
             corner = _mm256_add_epi64(corner, four_windows);
@@ -249,9 +253,9 @@ int64_t max_bwd_2x2_rows_avx2_f32(const float* gy, const int64_t* idx, float* gx
         // The last 1-3 windows: a quad that overlaps the one before
         // (assignments: rewriting a window gives the same values).
         if (last >= 0)
-            quad(gr + last, ir + last, row0 + 2 * last, row1 + 2 * last,
-                 _mm256_add_epi64(corner0, _mm256_set1_epi64x(2 * last)));
-        if (in_w > 2 * out_w) row0[in_w - 1] = row1[in_w - 1] = 0.0f;
+            quad(gr + last, ir + last, row0 + 2 * last, row1 + 2 * last, _mm256_add_epi64(corner_row, to_last));
+        corner_row = _mm256_add_epi64(corner_row, next_row);
+        if (odd_column) row0[in_w - 1] = row1[in_w - 1] = 0.0f;
         // A lane gains at most one per quad: flushed before it could overflow.
         if (++rows_counted == flush_rows || oh + 1 == oh1) {
             rows_counted = 0;
