@@ -1307,6 +1307,7 @@ def _avg_backward_in_scatter_order(gy, x_shape, k, s, p, ceil_mode, count_includ
     ((3, 2, 10, 10), (4, 3), (3, 2), (2, 1), True, True),
     ((2, 3, 12, 19), (2, 3), (3, 2), (0, 1), False, True),   # rows no window reaches: zeros
     ((2, 3, 13, 20), (1, 5), (4, 2), (0, 2), True, False),
+    ((1, 2, 4, 4), (2, 2), (1, 2**40), (0, 0), False, True),  # one window per row, a huge stride
 ])
 def test_avg_pool2d_backward_overlapping_rows_match_scatter_order(rng, isa, shape, k, s, p, ceil_mode, cip, dtype):
     x = rng.standard_normal(shape).astype(dtype)

@@ -299,7 +299,7 @@ inline void avg_fwd_rows(const PoolGeometry& g, bool cip, int64_t dov, const T* 
 constexpr int64_t kAvgMaxSlots = 4;
 
 inline int64_t avg_scatter_slots(int64_t kw, int64_t sw) {
-    const int64_t slots = (kw + sw - 1) / sw;
+    const int64_t slots = kw / sw + (kw % sw != 0);  // ceil, without kw + sw overflowing
     return slots <= kAvgMaxSlots ? slots : 0;
 }
 
