@@ -725,17 +725,19 @@ int64_t max_pool2d_backward(const PoolGeometry& g, const T* grad_y, const int64_
         bad[p] = d1 ? max_bwd_rows_d1<false>(gyp, ip, gxp, in_w, out_w, 0, g.out_h, hp, wlop, wnp, check)
                     : max_bwd_rows_generic<false>(gyp, ip, gxp, out_w, 0, g.out_h, check);
     };
-    // Column stride 1, dilated windows or 3x3 ones over rows of a few
-    // vectors: every input gathers its gradient (pool_isa.h), parallel over
-    // planes x bands of input rows (dilated 3x3/1: 3.2x the scatter, 3x3/1
-    // over 28 or 56 columns 1.1x; the scatter wins on narrower rows and
-    // larger windows). A plane whose match count falls short of its outputs
-    // holds a bad index: redone through the checked scatter, which names it.
+    // Column stride 1, dilated windows or windows of up to 4 taps over rows
+    // of a few vectors: every input gathers its gradient (pool_isa.h),
+    // parallel over planes x bands of input rows (dilated 3x3/1: 3.2x the
+    // scatter; 2x2/1, 1x3/1 over 56 columns 1.1x). From 6 taps on, the
+    // pre-checked 4-plane scatter below wins (3x3/1 over 24-112 columns
+    // 1.1-1.5x the gather, 2x3 / 3x2 even). A plane whose match count falls
+    // short of its outputs holds a bad index: redone through the checked
+    // scatter, which names it.
     const auto gather = IsaFns<T>::max_bwd_gather_w1_fn();
     const bool any_empty = std::any_of(ha.begin(), ha.end(), [](const MaxAxis& a) { return a.lo >= a.hi; }) ||
                            std::any_of(wa.begin(), wa.end(), [](const MaxAxis& a) { return a.lo >= a.hi; });
     const int64_t taps = g.kernel_h * g.kernel_w;
-    const bool gather_pays = d1 ? taps <= 9 && in_w >= 24 : taps <= kGatherMaxTaps;
+    const bool gather_pays = d1 ? taps <= 4 && in_w >= 24 : taps <= kGatherMaxTaps;
     if (gather && g.stride_w == 1 && gather_pays && !any_empty && plane_in < (int64_t(1) << 31) - 64) {
         const int64_t nb = bands_per_plane(g.planes, g.in_h, nt);
         std::vector<int64_t> matched(static_cast<size_t>(g.planes * nb));

@@ -1079,9 +1079,10 @@ def _error_text(fn):
 
 
 # Overlapping max-pool windows at column stride 1, float32 (AVX2): dilated
-# windows and 3x3 ones over rows of 24+ columns gather each input's gradient
-# (the vector compares of a row against the outputs around it); larger
-# windows check each row's indices 8 at a time, then scatter. Both give the
+# windows and windows of up to 4 taps over rows of 24+ columns gather each
+# input's gradient (the vector compares of a row against the outputs around
+# it); larger windows (3x3 on) check each row's indices 8 at a time, then
+# scatter. Both give the
 # bits of the per-output scatter (the generic ISA) for any thread count:
 # ties make neighbours share their maximum, -0.0 gradients keep +0 sums.
 # Shapes leave partial vectors, bands of rows split over threads (few
@@ -1090,7 +1091,9 @@ def _error_text(fn):
 # window's input) is reported at the position the scatter reports.
 @pytest.mark.parametrize("shape, kw", [
     ((2, 5, 28, 28), dict(kernel_size=3, stride=1, padding=1)),
-    ((1, 2, 40, 30), dict(kernel_size=3, stride=1, padding=1)),  # few planes: bands of rows
+    ((1, 2, 40, 30), dict(kernel_size=3, stride=1, padding=1)),
+    ((2, 5, 28, 28), dict(kernel_size=2, stride=1, padding=1)),  # gathered
+    ((1, 2, 40, 30), dict(kernel_size=(1, 3), stride=1, padding=(0, 1))),  # few planes: bands of rows
     ((1, 3, 33, 57), dict(kernel_size=(2, 3), stride=(2, 1), padding=(1, 1), ceil_mode=True)),
     ((2, 3, 20, 26), dict(kernel_size=3, stride=1, padding=1, dilation=2)),
     ((1, 2, 19, 13), dict(kernel_size=(3, 2), stride=(3, 1), padding=(1, 1), dilation=(2, 3))),
