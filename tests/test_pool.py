@@ -1081,8 +1081,8 @@ def _error_text(fn):
 # Overlapping max-pool windows at column stride 1, float32 (AVX2): dilated
 # windows and windows of up to 4 taps over rows of 24+ columns gather each
 # input's gradient (the vector compares of a row against the outputs around
-# it); larger windows (3x3 on) check each row's indices 8 at a time, then
-# scatter. Both give the
+# it); larger windows (3x3 on) check the indices 8 at a time (row by row, or
+# in spans across rows shorter than 32 outputs), then scatter. Both give the
 # bits of the per-output scatter (the generic ISA) for any thread count:
 # ties make neighbours share their maximum, -0.0 gradients keep +0 sums.
 # Shapes leave partial vectors, bands of rows split over threads (few
@@ -1099,6 +1099,8 @@ def _error_text(fn):
     ((1, 2, 19, 13), dict(kernel_size=(3, 2), stride=(3, 1), padding=(1, 1), dilation=(2, 3))),
     ((1, 3, 9, 7), dict(kernel_size=3, stride=1, dilation=(1, 2))),
     ((2, 6, 20, 20), dict(kernel_size=5, stride=1, padding=2)),  # checked ahead, then scattered
+    ((1, 4, 12, 40), dict(kernel_size=3, stride=1, padding=1)),  # rows of 32+: checked row by row
+    ((1, 4, 3000, 24), dict(kernel_size=3, stride=1, padding=1)),  # > 2^16 outputs: tables per span
     ((1, 9, 13, 17), dict(kernel_size=7, stride=1, padding=3)),
     ((1, 5, 11, 12), dict(kernel_size=(1, 5), stride=1, padding=(0, 2))),
 ])
