@@ -648,7 +648,7 @@ bool max_bwd_4planes_prechecked(WindowCheckFn check, const T* gyp, const int64_t
     std::fill(gxp, gxp + 4 * plane_in, T(0));
     constexpr int64_t kSpan = 256;
     int32_t at[4][kSpan];
-    int32_t st[kSpan + 8] = {}, lm[kSpan + 8] = {};  // a span's tables, for large planes across rows
+    int32_t st[kSpan + 8], lm[kSpan + 8];  // a span's tables, for large planes across rows
     const int64_t out_w = windows.out_w;
     // Outputs [o0, o0 + m) whose windows start at row_base + start[i], with
     // lim[i] + 1 columns and nr rows.
@@ -682,7 +682,11 @@ bool max_bwd_4planes_prechecked(WindowCheckFn check, const T* gyp, const int64_t
         for (int64_t o0 = run.oh0 * out_w; o0 < end; o0 += kSpan) {
             const int64_t m = std::min(kSpan, end - o0);
             const bool whole = !windows.start.empty();
-            if (!whole) windows.fill(o0, m, st, lm);
+            if (!whole) {
+                windows.fill(o0, m, st, lm);
+                std::fill(st + m, st + m + 8, 0);  // read (and ignored) past the span's last vector
+                std::fill(lm + m, lm + m + 8, 0);
+            }
             if (!span(o0, m, 0, whole ? windows.start.data() + o0 : st, whole ? windows.lim.data() + o0 : lm, run.nr))
                 return false;
         }
