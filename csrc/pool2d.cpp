@@ -609,6 +609,7 @@ struct OutputWindows {
     OutputWindows(const MaxAxis* hp_, int64_t out_h, const int64_t* wlo_, const uint64_t* wn_, int64_t in_w_,
                   int64_t out_w_)
         : hp(hp_), wlo(wlo_), wn(wn_), in_w(in_w_), out_w(out_w_) {
+        if (out_h <= 0) return;  // unused
         for (int64_t oh = 0; oh < out_h; ++oh) {
             const int64_t nr = hp[oh].hi - hp[oh].lo;
             if (runs.empty() || runs.back().nr != nr) runs.push_back({oh, oh, nr});
@@ -650,6 +651,7 @@ bool max_bwd_4planes_prechecked(WindowCheckFn check, const T* gyp, const int64_t
     int32_t at[4][kSpan];
     int32_t st[kSpan + 8], lm[kSpan + 8];  // a span's tables, for large planes across rows
     const int64_t out_w = windows.out_w;
+    const bool whole = !windows.start.empty();  // across rows: tables for the whole plane
     // Outputs [o0, o0 + m) whose windows start at row_base + start[i], with
     // lim[i] + 1 columns and nr rows.
     auto span = [&](int64_t o0, int64_t m, int64_t row_base, const int32_t* start, const int32_t* lim, int64_t nr) {
@@ -681,7 +683,6 @@ bool max_bwd_4planes_prechecked(WindowCheckFn check, const T* gyp, const int64_t
         const int64_t end = run.oh1 * out_w;
         for (int64_t o0 = run.oh0 * out_w; o0 < end; o0 += kSpan) {
             const int64_t m = std::min(kSpan, end - o0);
-            const bool whole = !windows.start.empty();
             if (!whole) {
                 windows.fill(o0, m, st, lm);
                 std::fill(st + m, st + m + 8, 0);  // read (and ignored) past the span's last vector
@@ -844,7 +845,8 @@ int64_t max_pool2d_backward(const PoolGeometry& g, const T* grad_y, const int64_
     // (rows narrower than a vector: the per-index test stays cheaper)
     const WindowCheckFn check_ahead =
         !any_empty && out_w >= 8 && plane_in <= (int64_t(1) << 30) ? window_check_fn() : nullptr;
-    const OutputWindows windows(hp, check_ahead ? g.out_h : 0, wlop, wnp, in_w, out_w);
+    // Window tables only where 4-plane blocks will read them.
+    const OutputWindows windows(hp, check_ahead && blocks > 0 ? g.out_h : 0, wlop, wnp, in_w, out_w);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && g.planes > 1)
     for (int64_t it = 0; it < blocks + (g.planes - 4 * blocks); ++it) {
         if (it >= blocks) {
