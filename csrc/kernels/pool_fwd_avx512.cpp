@@ -4,7 +4,9 @@
 // over all taps, stride-2 lanes are de-interleaved with vpermt2, and row tails
 // use masked loads/stores (never reading past the last tap). Taps are visited
 // in the same order with the same operations as the portable loops, so the
-// results are bit for bit the same.
+// results are bit for bit the same. (Float average forward rows, plane means
+// and 2x2/s2 max rows run the AVX2 kernels on AVX-512 machines instead: see
+// IsaFns in pool2d.cpp.)
 #include <immintrin.h>
 
 #include <cstdint>
@@ -184,12 +186,6 @@ struct Avx512Fast {
         max_row_avx512<F64>(p, n, sw, nrows, rstep, kw, dw, y, idx, base);
         return true;
     }
-    static bool avg_row(const float* p, int64_t n, int64_t sw, int64_t nrows, int64_t in_w, int64_t kw, float div,
-                        float* y) {
-        if (sw != 1 && sw != 2) return false;
-        avg_row_avx512<F32>(p, n, sw, nrows, in_w, kw, div, y);
-        return true;
-    }
     static bool avg_row(const double* p, int64_t n, int64_t sw, int64_t nrows, int64_t in_w, int64_t kw,
                         double div, double* y) {
         if (sw != 1 && sw != 2) return false;
@@ -206,10 +202,6 @@ void max_fwd_rows_avx512_f32(const PoolGeometry& g, const float* x, float* y, in
 void max_fwd_rows_avx512_f64(const PoolGeometry& g, const double* x, double* y, int64_t* i, int64_t r0,
                              int64_t r1) {
     max_fwd_rows<double, Avx512Fast>(g, x, y, i, r0, r1);
-}
-void avg_fwd_rows_avx512_f32(const PoolGeometry& g, bool cip, int64_t dov, const float* x, float* y, int64_t r0,
-                             int64_t r1) {
-    avg_fwd_rows<float, Avx512Fast>(g, cip, dov, x, y, r0, r1);
 }
 void avg_fwd_rows_avx512_f64(const PoolGeometry& g, bool cip, int64_t dov, const double* x, double* y,
                              int64_t r0, int64_t r1) {
@@ -245,9 +237,6 @@ void avg_bwd_disjoint_rows_avx512_f64(int64_t in_w, int64_t out_w, int64_t ih0, 
     avg_bwd_disjoint_rows<double>(in_w, out_w, ih0, ih1, oh_of, col, div, gyp, gxp, d);
 }
 
-void plane_means_avx512_f32(const float* x, int64_t plane, int64_t p0, int64_t p1, float* y) {
-    plane_means<float>(x, plane, p0, p1, y);
-}
 void plane_means_avx512_f64(const double* x, int64_t plane, int64_t p0, int64_t p1, double* y) {
     plane_means<double>(x, plane, p0, p1, y);
 }

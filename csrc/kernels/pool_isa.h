@@ -58,13 +58,11 @@ bool max_bwd_window_check_avx2(const int64_t* idx, int64_t n, bool overread, con
                                const int32_t* wn_minus1, int32_t row_base, int32_t in_w, int64_t nr, int32_t* out);
 #endif
 #ifdef CONVKIT_HAVE_AVX512
-void plane_means_avx512_f32(const float*, int64_t, int64_t, int64_t, float*);
 void plane_means_avx512_f64(const double*, int64_t, int64_t, int64_t, double*);
 void plane_maxes_avx512_f32(const float*, int64_t, int64_t, int64_t, float*, int64_t*);
 void plane_maxes_avx512_f64(const double*, int64_t, int64_t, int64_t, double*, int64_t*);
 void max_fwd_rows_avx512_f32(const PoolGeometry&, const float*, float*, int64_t*, int64_t, int64_t);
 void max_fwd_rows_avx512_f64(const PoolGeometry&, const double*, double*, int64_t*, int64_t, int64_t);
-void avg_fwd_rows_avx512_f32(const PoolGeometry&, bool, int64_t, const float*, float*, int64_t, int64_t);
 void avg_fwd_rows_avx512_f64(const PoolGeometry&, bool, int64_t, const double*, double*, int64_t, int64_t);
 void avg_bwd_scatter_plane_avx512_f32(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const int64_t*,
                                    const int64_t*, const int64_t*, const int64_t*, const float*, const float*, float*, float*);
