@@ -171,9 +171,54 @@ LAYERS: List[Layer] = [
     pool("resnet50.globalavg", "global_avg", 2048, 7, batch=256, quick_batch=16),
 ]
 
+# Layers outside the main suite (`--suite extra`): other networks' shapes and
+# odd ones, to check that what was tuned on the suite holds elsewhere.
+EXTRA_LAYERS: List[Layer] = [
+    conv("alexnet.conv1", 3, 64, 224, 11, stride=4, padding=2, bias=True, batch=16, quick_batch=2),
+    conv("alexnet.conv2", 64, 192, 27, 5, padding=2, bias=True, batch=16, quick_batch=2),
+    conv("alexnet.conv3", 192, 384, 13, 3, padding=1, bias=True, batch=16, quick_batch=2),
+    conv("googlenet.3a.3x3", 96, 128, 28, 3, padding=1, batch=16, quick_batch=2),
+    conv("googlenet.3a.5x5", 16, 32, 28, 5, padding=2, batch=16, quick_batch=4),
+    conv("densenet121.1x1", 128, 128, 28, 1, batch=16, quick_batch=2),
+    conv("densenet121.3x3.k32", 128, 32, 28, 3, padding=1, batch=16, quick_batch=4),
+    conv("unet.3x3.64", 64, 64, 256, 3, padding=1, batch=2, quick_batch=1),
+    conv("squeezenet.fire2.1x1", 16, 64, 55, 1, batch=16, quick_batch=2),
+    conv("squeezenet.fire2.3x3", 16, 64, 55, 3, padding=1, batch=16, quick_batch=2),
+    conv("resnext50.g32", 256, 256, 28, 3, padding=1, groups=32, batch=8, quick_batch=1),
+    conv("deeplab.3x3.d2", 256, 256, 33, 3, padding=2, dilation=2, batch=4, quick_batch=1),
+    conv("efficientnet.dw5x5", 240, 240, 28, 5, padding=2, groups=240, batch=16, quick_batch=2),
+    conv("inception3.mixed6b.7x1", 128, 128, 17, (7, 1), padding=(3, 0), batch=32, quick_batch=4),
+    conv("cifar.3x3.64", 64, 64, 32, 3, padding=1, batch=64, quick_batch=8),
+    conv("cifar.3x3.s2", 64, 128, 32, 3, stride=2, padding=1, batch=64, quick_batch=8),
+    conv("odd.48x37x113.k96", 48, 96, (37, 113), 3, padding=1, batch=4, quick_batch=1),
+    conv("odd.24x61x45.k40.5x5s2", 24, 40, (61, 45), 5, stride=2, padding=2, batch=8, quick_batch=2),
+    conv("vgg16.conv1_2", 64, 64, 224, 3, padding=1, batch=2, quick_batch=1),
+    conv("vgg16.conv4_2", 512, 512, 28, 3, padding=1, batch=4, quick_batch=1),
+    conv("resnet50.layer4.1x1.reduce", 2048, 512, 7, 1, batch=8, quick_batch=1),
+    conv("resnet50.layer4.1x1.expand", 512, 2048, 7, 1, batch=8, quick_batch=1),
+    conv("stem.3x3.s2.c3", 3, 32, 128, 3, stride=2, padding=1, batch=16, quick_batch=2),
+    conv("mobilenetv2.expand.1x1", 24, 144, 56, 1, batch=32, quick_batch=4),
+    conv("mobilenetv2.project.1x1", 144, 32, 28, 1, batch=32, quick_batch=4),
+    conv("wide.5x5.128", 128, 128, 28, 5, padding=2, batch=8, quick_batch=1),
+    conv("wide.7x7.64", 64, 64, 56, 7, padding=3, batch=8, quick_batch=1),
+    conv("batch1.3x3.256", 256, 256, 14, 3, padding=1, batch=1, quick_batch=1),
+    conv("batch1.3x3.512", 512, 512, 7, 3, padding=1, batch=1, quick_batch=1),
+    conv("dilated.3x3.d4", 128, 128, 64, 3, padding=4, dilation=4, batch=4, quick_batch=1),
+    conv("grouped.3x3.g4", 128, 128, 28, 3, padding=1, groups=4, batch=8, quick_batch=1),
+    conv("head.3x3.k3", 64, 3, 56, 3, padding=1, batch=16, quick_batch=2),
+    pool("resnetd.avgpool3x3.s2", "avg", 64, 56, 3, stride=2, padding=1, batch=8, quick_batch=2),
+    pool("googlenet.maxpool3x3.s1", "max", 192, 28, 3, stride=1, padding=1, batch=8, quick_batch=2),
+    pool("inception3.avgpool5x5.s3", "avg", 768, 17, 5, stride=3, batch=16, quick_batch=2),
+    pool("alexnet.maxpool3x3.s2", "max", 256, 27, 3, stride=2, batch=16, quick_batch=2),
+    pool("vgg16.maxpool2x2.14", "max", 512, 14, 2, stride=2, batch=64, quick_batch=4),
+    pool("inception3.avgpool3x3.288", "avg", 288, 35, 3, stride=1, padding=1, batch=16, quick_batch=2),
+]
+
+SUITES = {"main": LAYERS, "extra": EXTRA_LAYERS, "all": LAYERS + EXTRA_LAYERS}
+
 
 def layer_by_name(name: str) -> Layer:
-    for layer in LAYERS:
+    for layer in SUITES["all"]:
         if layer.name == name:
             return layer
     raise KeyError(name)
@@ -897,6 +942,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the header, table and summary as Markdown to FILE.md")
     p.add_argument("--plot", metavar="FILE.png",
                    help="bar chart of the speedups vs torch (needs matplotlib)")
+    p.add_argument("--suite", choices=tuple(SUITES), default="main",
+                   help="layers to run: the main suite (default), 'extra' (other networks' and odd "
+                        "layers, outside the main suite) or 'all'")
     p.add_argument("--list", action="store_true", help="list the suite's layers and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -910,10 +958,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "picks its fastest algorithm per layer during the warm-up)")
 
 
-def _selected(filters: List[str]) -> List[Tuple[Layer, str]]:
+def _selected(filters: List[str], layers: Sequence[Layer]) -> List[Tuple[Layer, str]]:
     subs = [s for f in filters for s in f.split(",") if s]
     items = []
-    for layer in LAYERS:
+    for layer in layers:
         for pass_ in PASSES:
             key = f"{layer.name}:{pass_}"
             if not subs or any(s in key for s in subs):
@@ -1064,8 +1112,9 @@ def run(args) -> int:
         print(f"convkit bench: --dtype {args.dtype} needs --device cuda (the CPU suite runs float32)",
               file=sys.stderr)
         return 2
+    suite = getattr(args, "suite", "main")
     if args.list:
-        for layer in LAYERS:
+        for layer in SUITES[suite]:
             print(f"{layer.name:36s} {layer.kind:4s} N={layer.batch:<4d} (quick {layer.quick_batch:<3d})"
                   f" {layer.describe()}")
         return 0
@@ -1076,7 +1125,7 @@ def run(args) -> int:
             print("convkit bench: --plot needs matplotlib, which is not installed "
                   "(pip install matplotlib, or pip install 'convkit[bench]')", file=sys.stderr)
             return 2
-    items = _selected(args.filter)
+    items = _selected(args.filter, SUITES[suite])
     if not items:
         print(f"convkit bench: no item matches --filter {args.filter}; see --list",
               file=sys.stderr)
@@ -1114,7 +1163,8 @@ def run(args) -> int:
         "loadavg_start": _loadavg(),
     }
     mode = "quick" if args.quick else "full"
-    header = header_lines(mode, date, machine, threads, versions, torch_note)
+    label = mode if suite == "main" else f"{mode}, suite {suite}"
+    header = header_lines(label, date, machine, threads, versions, torch_note)
     print("\n".join(header))
     sys.stdout.flush()
 
@@ -1158,7 +1208,7 @@ def run(args) -> int:
 
     if args.json:
         doc = {
-            "schema": 1, "tool": "convkit bench", "date": date, "mode": mode,
+            "schema": 1, "tool": "convkit bench", "date": date, "mode": mode, "suite": suite,
             "threads": threads, "torch_threads": None if torch is None else torch.get_num_threads(),
             "machine": machine, "versions": versions, "convkit_info": info,
             "options": {k: v for k, v in vars(args).items() if k != "func"},
@@ -1170,7 +1220,7 @@ def run(args) -> int:
         print(f"wrote {args.json}")
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(f"# convkit bench ({mode}), {machine['cpu']}, {date[:10]}\n\n")
+            f.write(f"# convkit bench ({label}), {machine['cpu']}, {date[:10]}\n\n")
             f.write("\n".join(f"- {line}" for line in header[1:]) + "\n")
             if machine.get("loadavg_end") is not None:
                 f.write(f"- load average: {machine['loadavg_start']:.2f} at the start, "
@@ -1186,7 +1236,7 @@ def run(args) -> int:
         print(f"wrote {args.markdown}")
     if args.plot:
         write_plot(args.plot, results, f"convkit {versions['convkit']} vs torch "
-                   f"{versions['torch']}, {machine['cpu']}, {threads} threads, {mode}")
+                   f"{versions['torch']}, {machine['cpu']}, {threads} threads, {label}")
         print(f"wrote {args.plot}")
     return 1 if summary["errors"] or summary["bad_checks"] else 0
 

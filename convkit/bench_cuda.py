@@ -1,7 +1,7 @@
 """``convkit bench --device cuda``: the bench suite on the GPU.
 
-The layers of :data:`convkit.bench.LAYERS` run as CuPy arrays through
-convkit's CUDA kernels and, side by side, through PyTorch on CUDA (cuDNN), in
+The layers of :data:`convkit.bench.LAYERS` (or of ``--suite extra`` / ``all``)
+run as CuPy arrays through convkit's CUDA kernels and, side by side, through PyTorch on CUDA (cuDNN), in
 FP32 with TF32 off on both sides (``torch.backends.cuda.matmul.allow_tf32``
 and ``torch.backends.cudnn.allow_tf32`` False; ``--dtype float16`` compares
 FP16 storage instead, where torch may use tensor cores).
@@ -526,16 +526,17 @@ def _num(v, spec):
     return "?" if v is None else format(v, spec)
 
 
-def _list() -> int:
-    for layer in bench.LAYERS:
+def _list(layers) -> int:
+    for layer in layers:
         print(f"{layer.name:36s} {layer.kind:4s} N={gpu_batch(layer, False):<5d} "
               f"(quick {gpu_batch(layer, True):<4d}) {layer.describe()}")
     return 0
 
 
 def run(args) -> int:
+    layers = bench.SUITES[getattr(args, "suite", "main")]
     if args.list:
-        return _list()
+        return _list(layers)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -543,7 +544,7 @@ def run(args) -> int:
             print("convkit bench: --plot needs matplotlib, which is not installed "
                   "(pip install matplotlib, or pip install 'convkit[bench]')", file=sys.stderr)
             return 2
-    items = bench._selected(args.filter)
+    items = bench._selected(args.filter, layers)
     if not items:
         print(f"convkit bench: no item matches --filter {args.filter}; see --list", file=sys.stderr)
         return 2
@@ -608,6 +609,7 @@ def run(args) -> int:
     if args.json:
         doc = {
             "schema": 1, "tool": "convkit bench", "device": "cuda", "date": date, "mode": mode,
+            "suite": getattr(args, "suite", "main"),
             "dtype": args.dtype, "precision": precision_label(args.dtype), "torch_settings": settings,
             "machine": machine, "versions": versions, "convkit_info": info,
             "options": {k: v for k, v in vars(args).items() if k != "func"},

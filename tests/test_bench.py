@@ -106,6 +106,31 @@ def test_cuda_list_needs_no_gpu():
     assert p.returncode == 0 and "resnet50.layer1.3x3" in p.stdout
 
 
+def test_extra_suite_lists_its_own_layers():
+    main = {layer.name for layer in bench.LAYERS}
+    extra = [layer.name for layer in bench.EXTRA_LAYERS]
+    assert extra and len(set(extra)) == len(extra) and not main & set(extra)
+    p = _run(["bench", "--suite", "extra", "--list"])
+    assert p.returncode == 0
+    listed = [line.split()[0] for line in p.stdout.splitlines() if line.strip()]
+    assert listed == extra
+    assert bench.layer_by_name(extra[0]) is bench.EXTRA_LAYERS[0]
+
+
+def test_extra_suite_items_run_and_check(tmp_path):
+    # Two small extra items end to end (torch off, the NumPy reference on):
+    # each is timed, checked against the reference and written to the JSON.
+    out = tmp_path / "extra.json"
+    p = _run(["bench", "--suite", "extra", "--quick", "--no-torch", "--no-progress", "--filter",
+              "googlenet.3a.5x5:fwd,inception3.avgpool5x5.s3:bwd", "--json", str(out)])
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    assert doc["suite"] == "extra" and doc["mode"] == "quick"
+    rows = {(r["layer"], r["pass"]): r for r in doc["results"]}
+    assert set(rows) == {("googlenet.3a.5x5", "fwd"), ("inception3.avgpool5x5.s3", "bwd")}
+    assert all(r["convkit"]["median_ms"] > 0 and r["check"] == "ok" for r in rows.values())
+
+
 def test_table_memory_columns():
     rec = {"layer": "l", "pass": "fwd", "batch": 1, "geometry": "g", "kind": "conv",
            "convkit": {"median_ms": 1.0, "gflops": 1.0, "pct_peak": 1.0, "peak_memory_bytes": 3 * 2 ** 20},
