@@ -75,6 +75,11 @@ DIRECT_CASES = {
     # 53 output channels: the last 2-vector block holds 5 (partial transposes
     # for the forward's store and the backward weight's gather).
     "odd_channels_53": (2, 8, 9, 10, 53, (3, 3), dict(padding=1)),
+    # 300 output channels (over 256) on a 12x12 plane (144 pixels): the
+    # direct path with 16-lane vectors (10 blocks of 32, the last of 12), the
+    # GEMM with 8; on a 10x10 plane (100 pixels) the GEMM with either.
+    "wide_output_channels_300": (2, 24, 12, 12, 300, (3, 3), dict(padding=1)),
+    "wide_output_channels_300_small_plane": (2, 24, 10, 10, 300, (3, 3), dict(padding=1)),
     # Pointwise (1x1, stride 1, <= 64 channels per group): pixels in lanes.
     # 63 pixels: full tiles and a zero-padded tail; 13 output channels: a
     # last block of 1 (AVX2: 6 per block).
@@ -164,6 +169,7 @@ def test_direct_backward_weight_matches_reference(rng, isa, name):
         "pixel_lane_bands",
         "pointwise_tail",
         "pointwise_many_runs",
+        "wide_output_channels_300",
     ],
 )
 def test_direct_bitwise_across_thread_counts(rng, isa, restore_threads, name):
