@@ -300,14 +300,18 @@ void direct_conv_forward(const ConvGeometry& g, const float* x, const float* w, 
     // register tiles' partial sums (one channel block) within another.
     const int64_t Wp = padded_row_width(g);
     auto band_rows = [&](int64_t b) { return padded_band_rows(g, b); };
-    // The sums' budget is 2^13 floats per 8 lanes, so that bands hold as many
-    // pixels with 16-lane channel blocks as with 8-lane ones: on an Intel Xeon
-    // (AVX-512, 48 KiB L1, 2 MiB L2; 2 threads, interleaved runs) 2^14 floats
-    // ran 1.03-1.05x faster on 3x3 layers of 64-128 channels at 28x28-112x112,
-    // 1.06x on Inception's 1x7 and 1.17x on its 7x1 (one band of 17 rows
-    // instead of two: the 6 extra rows each band pads and reads), even
-    // elsewhere; AVX2 keeps 2^13 (tuned on Zen 3).
-    const int64_t band_budget = int64_t(1) << 17, acc_budget = (int64_t(1) << 13) * (dk.lanes / 8);
+    // Both budgets scale with the vector width: 2^17 floats of padded rows
+    // and 2^13 of sums per 8 lanes, so that bands hold as many pixels with
+    // 16-lane channel blocks as with 8-lane ones (AVX-512 machines have 1-2
+    // MiB of L2, Zen 3 512 KiB). On an Intel Xeon (48 KiB L1, 2 MiB L2; 2
+    // threads, interleaved runs) doubling the sums ran 1.03-1.05x faster on
+    // 3x3 layers of 64-128 channels at 28x28-112x112, 1.06x on Inception's 1x7
+    // and 1.17x on its 7x1 (one band of 17 rows, not two that each pad and
+    // read 6 extra rows); doubling the rows then 1.05-1.08x on 512 -> 512 at
+    // 28x28 (bands of 14 rows, not 4 that read 6), 1.03x on 64 -> 64 at 32x32,
+    // even elsewhere. AVX2 keeps the budgets tuned on Zen 3.
+    const int64_t band_budget = (int64_t(1) << 17) * (dk.lanes / 8);
+    const int64_t acc_budget = (int64_t(1) << 13) * (dk.lanes / 8);
     const int64_t row_acc = OW * KB;  // partial sums of one output row
     const int64_t wblock = CRS * KB;  // packed weights of one channel block
     int64_t b = OH;
