@@ -194,6 +194,18 @@ DEPTHWISE_CASES = {
     "7x1_stride_h3": (2, 4, 20, 13, (7, 1), dict(stride=(3, 1), padding=(3, 0))),
     "2x4_no_pad": (1, 7, 10, 70, (2, 4), dict()),
     "5x3_asym_pad": (2, 3, 11, 12, (5, 3), dict(padding=((2, 0), (1, 3)))),
+    # Small planes, 8+ channels: blocks of 16 planes in vector lanes (20
+    # channels: a last block of 4), any stride, dilation and kernel.
+    "cl_7x7_3x3": (2, 20, 7, 7, (3, 3), dict(padding=1)),
+    "cl_14x14_5x5_stride2": (2, 17, 14, 14, (5, 5), dict(stride=2, padding=2)),
+    "cl_dilated_asym": (1, 9, 9, 12, (3, 2), dict(dilation=(2, 3), padding=((2, 1), (0, 3)))),
+    "cl_7x7_kernel_28": (1, 33, 28, 28, (7, 7), dict(padding=3)),
+    "cl_1x1": (2, 8, 5, 6, (1, 1), dict()),
+    "cl_stride3_odd": (2, 16, 16, 15, (7, 7), dict(stride=3, padding=3)),
+    # Narrow planes of more than 1024 pixels at stride 1: the flat path
+    # (compact padded rows, every row's last S - 1 columns computed and dropped).
+    "flat_narrow_tall": (1, 10, 60, 30, (3, 3), dict(padding=1)),
+    "flat_5x5_rows9": (2, 3, 130, 9, (5, 5), dict(padding=2)),
 }
 
 
@@ -218,7 +230,22 @@ def test_depthwise_banded_matches_reference(rng, isa, name, dtype):
         assert_close(g, e, rtol, dtype=dtype)
 
 
-@pytest.mark.parametrize("name", ["5x5_stride2", "7x7_wide"])
+def test_depthwise_small_planes_nan_stays_in_its_plane(rng, isa):
+    # A NaN / inf in one plane of a 16-plane block (lanes of one vector) and
+    # a last block of 4 planes after it: every other plane matches the reference.
+    x = rng.standard_normal((2, 20, 7, 7)).astype(np.float32)
+    x[0, 3, 2, 2] = np.nan
+    x[0, 18, 0, 0] = np.inf
+    w = rng.standard_normal((20, 1, 3, 3)).astype(np.float32)
+    got = convkit.conv2d(x, w, padding=1, groups=20)
+    expected = ref.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1, groups=20)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    finite = np.isfinite(expected)
+    assert_close(got[finite], expected[finite], 1e-4, dtype=np.float32)
+    assert np.isfinite(got[1]).all() and np.isfinite(np.delete(got[0], [3, 18], axis=0)).all()
+
+
+@pytest.mark.parametrize("name", ["5x5_stride2", "7x7_wide", "cl_7x7_3x3", "cl_14x14_5x5_stride2", "flat_narrow_tall"])
 def test_depthwise_banded_bitwise_across_thread_counts(rng, isa, restore_threads, name):
     n, c, h, w_, kernel, kw = DEPTHWISE_CASES[name]
     x = rng.standard_normal((n, c, h, w_)).astype(np.float32)

@@ -17,6 +17,12 @@
 
 #include "cpu_features.h"
 
+#ifdef __AVX2__
+#include <immintrin.h>
+
+#include "transpose8x8_avx2.h"
+#endif
+
 namespace convkit {
 namespace dw {
 
@@ -132,6 +138,154 @@ inline void dw_fwd_impl(const T* xp, int64_t ldx, int64_t R, int64_t S, const T*
     }
 }
 
+// Narrow planes at stride 1 ("flat" forward): a band's zero-padded rows are
+// exactly Wp = OW + S - 1 wide and consecutive, so output (i, j) of the band
+// reads xp[(i*Wp + j) + r*Wp + s]: for every tap one contiguous run over q =
+// i*Wp + j. All q < rows*Wp are computed in blocks of kDwFlatBlock, the S - 1
+// columns j >= OW of each row included (no output needs them: dropped), so
+// narrow rows fill whole vectors. Each output is bias + taps in (r, s) order,
+// one multiply-add each: the banded kernels' order.
+#ifdef __AVX512F__
+constexpr int kDwFlatBytes = 512;  // 8 zmm of sums per block
+#else
+constexpr int kDwFlatBytes = 256;  // 8 ymm
+#endif
+template <typename T>
+constexpr int dw_flat_block_len() { return kDwFlatBytes / int(sizeof(T)); }
+
+template <typename T, int B>
+inline void dw_flat_block(const T* __restrict xp, int64_t Wp, int64_t R, int64_t S, const T* __restrict w,
+                          T bias, T* __restrict v) {
+    T acc[B];
+    for (int i = 0; i < B; ++i) acc[i] = bias;
+    for (int64_t r = 0; r < R; ++r) {
+        for (int64_t s = 0; s < S; ++s) {
+            const T ws = w[r * S + s];
+            const T* __restrict xt = xp + r * Wp + s;
+            for (int i = 0; i < B; ++i) acc[i] += ws * xt[i];
+        }
+    }
+    for (int i = 0; i < B; ++i) v[i] = acc[i];
+}
+
+// y[i*OW + j] (i < rows, j < OW) from the band xp of rows*Wp + (R-1)*Wp + S-1
+// + one block of readable (zero) slack; vbuf: rows*Wp rounded up to a block.
+template <typename T>
+inline void dw_flat_fwd_impl(const T* xp, int64_t Wp, int64_t R, int64_t S, const T* w, T bias, T* vbuf, T* y,
+                             int64_t rows, int64_t OW) {
+    constexpr int B = dw_flat_block_len<T>();
+    const int64_t V = rows * Wp;
+    for (int64_t q = 0; q < V; q += B) dw_flat_block<T, B>(xp + q, Wp, R, S, w, bias, vbuf + q);
+    for (int64_t i = 0; i < rows; ++i) {
+        const T* __restrict src = vbuf + i * Wp;
+        T* __restrict dst = y + i * OW;
+        for (int64_t j = 0; j < OW; ++j) dst[j] = src[j];
+    }
+}
+
+// Small planes ("channels in lanes"): a block of kDwCl planes of one image
+// laid out pixel by pixel, xin[(pr*Wp + pc)*kDwCl + l] the zero-padded input of
+// lane l's plane, wt[t*kDwCl + l] its tap t, bias[l]; output pixel p of every
+// lane from the pixels at base[p] + off[t], PX pixels at a time so that
+// their sums overlap. Each output is bias + taps in (r, s) order, one
+// multiply-add each: the other paths' order.
+constexpr int kDwCl = 16;
+#ifdef __AVX512F__
+constexpr int kDwClBytes = 512;  // 8 zmm of sums
+#else
+constexpr int kDwClBytes = 256;  // 8 ymm
+#endif
+
+// (GCC vector types: written as plain loops over the lanes GCC kept them
+// scalar. Every vector below starts at a multiple of kDwCl elements from the
+// 64-byte aligned scratch.)
+template <typename T> struct DwClVecOf;
+template <> struct DwClVecOf<float> { typedef float type __attribute__((vector_size(4 * kDwCl), aligned(64))); };
+template <> struct DwClVecOf<double> { typedef double type __attribute__((vector_size(8 * kDwCl), aligned(64))); };
+template <typename T>
+using DwClVec = typename DwClVecOf<T>::type;
+
+template <typename T, int PX>
+inline void dw_cl_pixels(const T* __restrict xin, const int64_t* __restrict off, int64_t taps,
+                         const T* __restrict wt, const T* __restrict bias, const int64_t* __restrict base,
+                         T* __restrict out) {
+    using V = DwClVec<T>;
+    V acc[PX];
+    const V b = *reinterpret_cast<const V*>(bias);
+    for (int p = 0; p < PX; ++p) acc[p] = b;
+    for (int64_t t = 0; t < taps; ++t) {
+        const V wv = *reinterpret_cast<const V*>(wt + t * kDwCl);
+        for (int p = 0; p < PX; ++p)
+            acc[p] += wv * *reinterpret_cast<const V*>(xin + (base[p] + off[t]) * kDwCl);
+    }
+    for (int p = 0; p < PX; ++p) *reinterpret_cast<V*>(out + p * kDwCl) = acc[p];
+}
+
+// out[p*kDwCl + l] for the P output pixels whose padded positions are base[p].
+template <typename T>
+inline void dw_cl_fwd_impl(const T* xin, const int64_t* off, int64_t taps, const T* wt, const T* bias,
+                           const int64_t* base, int64_t P, T* out) {
+    constexpr int PX = kDwClBytes / int(sizeof(T) * kDwCl);
+    int64_t p = 0;
+    for (; p + PX <= P; p += PX) dw_cl_pixels<T, PX>(xin, off, taps, wt, bias, base + p, out + p * kDwCl);
+    for (; p < P; ++p) dw_cl_pixels<T, 1>(xin, off, taps, wt, bias, base + p, out + p * kDwCl);
+}
+
+// dst[p*kDwCl + l] = src[l*ss + p] for p < n, l < kc (a block's planes to
+// pixel-major lanes), in 8x8 register transposes where AVX2 has them.
+template <typename T>
+inline void dw_cl_to_lanes(const T* src, int64_t ss, int64_t kc, int64_t n, T* dst) {
+    int64_t l0 = 0;
+#ifdef __AVX2__
+    if constexpr (sizeof(T) == 4) {
+        for (; l0 + 8 <= kc; l0 += 8) {
+            int64_t p = 0;
+            for (; p + 8 <= n; p += 8) transpose8x8_f32(src + l0 * ss + p, ss, dst + p * kDwCl + l0, kDwCl);
+            for (; p < n; ++p)
+                for (int64_t l = l0; l < l0 + 8; ++l) dst[p * kDwCl + l] = src[l * ss + p];
+        }
+    }
+#endif
+    for (int64_t l = l0; l < kc; ++l)
+        for (int64_t p = 0; p < n; ++p) dst[p * kDwCl + l] = src[l * ss + p];
+}
+
+// The inverse: dst[l*ds + p] = src[p*kDwCl + l] for p < n, l < kc.
+template <typename T>
+inline void dw_cl_from_lanes(const T* src, int64_t kc, int64_t n, T* dst, int64_t ds) {
+    int64_t l0 = 0;
+#ifdef __AVX2__
+    if constexpr (sizeof(T) == 4) {
+        for (; l0 + 8 <= kc; l0 += 8) {
+            int64_t p = 0;
+            for (; p + 8 <= n; p += 8) transpose8x8_f32(src + p * kDwCl + l0, kDwCl, dst + l0 * ds + p, ds);
+            for (; p < n; ++p)
+                for (int64_t l = l0; l < l0 + 8; ++l) dst[l * ds + p] = src[p * kDwCl + l];
+        }
+    }
+#endif
+    for (int64_t l = l0; l < kc; ++l)
+        for (int64_t p = 0; p < n; ++p) dst[l * ds + p] = src[p * kDwCl + l];
+}
+
+// One block of kc <= kDwCl planes (plane stride hw, rows of W): copies the
+// first ih1 rows and iw1 columns into the zero-padded pixel-major xin (Wp
+// padded columns; input (ih, iw) at padded (ih + pt, iw + pl)) through tmp
+// (hw * kDwCl), runs the block and writes its P outputs per plane (stride P).
+template <typename T>
+inline void dw_cl_block_impl(const T* x, int64_t hw, int64_t W, int64_t kc, int64_t ih1, int64_t iw1, int64_t pt,
+                             int64_t pl, int64_t Wp, const int64_t* off, int64_t taps, const T* wt, const T* bias,
+                             const int64_t* base, int64_t P, T* xin, T* tmp, T* out, T* y) {
+    dw_cl_to_lanes(x, hw, kc, hw, tmp);
+    for (int64_t ih = 0; ih < ih1; ++ih) {
+        T* __restrict d = xin + ((ih + pt) * Wp + pl) * kDwCl;
+        const T* __restrict s = tmp + ih * W * kDwCl;
+        for (int64_t i = 0; i < iw1 * kDwCl; ++i) d[i] = s[i];
+    }
+    dw_cl_fwd_impl(xin, off, taps, wt, bias, base, P, out);
+    dw_cl_from_lanes(out, kc, P, y, P);
+}
+
 template <typename T, int SW>
 inline void dw3_wgt_rows(T* lanes, const T* gy, const T* xp, int64_t ldx, int64_t rows,
                          int64_t OW, int64_t sh) {
@@ -234,6 +388,15 @@ using DwFwdFn = void (*)(const T* xp, int64_t ldx, int64_t R, int64_t S, const T
 template <typename T>
 using Dw3WgtFn = void (*)(T* lanes, const T* gy, const T* xp, int64_t ldx, int64_t rows,
                           int64_t OW, int64_t sh, int64_t sw);
+// The channels-in-lanes forward (dw_cl_fwd_impl above).
+template <typename T>
+using DwClFwdFn = void (*)(const T* x, int64_t hw, int64_t W, int64_t kc, int64_t ih1, int64_t iw1, int64_t pt,
+                           int64_t pl, int64_t Wp, const int64_t* off, int64_t taps, const T* wt, const T* bias,
+                           const int64_t* base, int64_t P, T* xin, T* tmp, T* out, T* y);
+// The flat forward (dw_flat_fwd_impl above).
+template <typename T>
+using DwFlatFwdFn = void (*)(const T* xp, int64_t Wp, int64_t R, int64_t S, const T* w, T bias, T* vbuf, T* y,
+                             int64_t rows, int64_t OW);
 
 #define CONVKIT_DW3_DECLARE(isa)                                                                \
     void dw3s2_bwd_row_##isa##_f32(float*, int64_t, int64_t, const float* const*, const float*,  \
@@ -247,7 +410,19 @@ using Dw3WgtFn = void (*)(T* lanes, const T* gy, const T* xp, int64_t ldx, int64
     void dw3_wgt_##isa##_f32(float*, const float*, const float*, int64_t, int64_t, int64_t,      \
                              int64_t, int64_t);                                                   \
     void dw3_wgt_##isa##_f64(double*, const double*, const double*, int64_t, int64_t, int64_t,   \
-                             int64_t, int64_t);
+                             int64_t, int64_t);                                                   \
+    void dw_flat_fwd_##isa##_f32(const float*, int64_t, int64_t, int64_t, const float*, float, float*, \
+                                 float*, int64_t, int64_t);                                      \
+    void dw_flat_fwd_##isa##_f64(const double*, int64_t, int64_t, int64_t, const double*, double,      \
+                                 double*, double*, int64_t, int64_t);                            \
+    int dw_flat_block_##isa##_f32();                                                             \
+    int dw_flat_block_##isa##_f64();                                                             \
+    void dw_cl_fwd_##isa##_f32(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,    \
+                               int64_t, int64_t, const int64_t*, int64_t, const float*, const float*,  \
+                               const int64_t*, int64_t, float*, float*, float*, float*);              \
+    void dw_cl_fwd_##isa##_f64(const double*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,   \
+                               int64_t, int64_t, const int64_t*, int64_t, const double*, const double*, \
+                               const int64_t*, int64_t, double*, double*, double*, double*);
 CONVKIT_DW3_DECLARE(generic)
 #ifdef CONVKIT_HAVE_AVX2
 CONVKIT_DW3_DECLARE(avx2)
@@ -282,6 +457,30 @@ CONVKIT_DW3_DECLARE(avx512)
     void dw3_wgt_##isa##_f64(double* l, const double* gy, const double* xp, int64_t ldx,          \
                              int64_t rows, int64_t OW, int64_t sh, int64_t sw) {                  \
         dw3_wgt_impl<double>(l, gy, xp, ldx, rows, OW, sh, sw);                                   \
+    }                                                                                             \
+    void dw_flat_fwd_##isa##_f32(const float* xp, int64_t Wp, int64_t R, int64_t S, const float* w, \
+                                 float b, float* vbuf, float* y, int64_t rows, int64_t OW) {      \
+        dw_flat_fwd_impl<float>(xp, Wp, R, S, w, b, vbuf, y, rows, OW);                           \
+    }                                                                                             \
+    void dw_flat_fwd_##isa##_f64(const double* xp, int64_t Wp, int64_t R, int64_t S, const double* w, \
+                                 double b, double* vbuf, double* y, int64_t rows, int64_t OW) {   \
+        dw_flat_fwd_impl<double>(xp, Wp, R, S, w, b, vbuf, y, rows, OW);                          \
+    }                                                                                             \
+    int dw_flat_block_##isa##_f32() { return dw_flat_block_len<float>(); }                        \
+    int dw_flat_block_##isa##_f64() { return dw_flat_block_len<double>(); }                       \
+    void dw_cl_fwd_##isa##_f32(const float* x, int64_t hw, int64_t W, int64_t kc, int64_t ih1,     \
+                               int64_t iw1, int64_t pt, int64_t pl, int64_t Wp, const int64_t* off, \
+                               int64_t taps, const float* wt, const float* bias, const int64_t* base, \
+                               int64_t P, float* xin, float* tmp, float* out, float* y) {           \
+        dw_cl_block_impl<float>(x, hw, W, kc, ih1, iw1, pt, pl, Wp, off, taps, wt, bias, base, P, xin, tmp, \
+                                out, y);                                                          \
+    }                                                                                             \
+    void dw_cl_fwd_##isa##_f64(const double* x, int64_t hw, int64_t W, int64_t kc, int64_t ih1,    \
+                               int64_t iw1, int64_t pt, int64_t pl, int64_t Wp, const int64_t* off, \
+                               int64_t taps, const double* wt, const double* bias, const int64_t* base, \
+                               int64_t P, double* xin, double* tmp, double* out, double* y) {       \
+        dw_cl_block_impl<double>(x, hw, W, kc, ih1, iw1, pt, pl, Wp, off, taps, wt, bias, base, P, xin, tmp, \
+                                 out, y);                                                         \
     }
 
 }  // namespace dw
