@@ -454,6 +454,29 @@ template <typename T> DwClFwdFn<T> dw_cl_fwd_for(Isa isa);
 CONVKIT_DW_CL_FOR(float, f32)
 CONVKIT_DW_CL_FOR(double, f64)
 #undef CONVKIT_DW_CL_FOR
+template <typename T> DwClWgtFn<T> dw_cl_wgt_for(Isa isa);
+#define CONVKIT_DW_CL_FOR(T, sfx)                             \
+    template <> DwClWgtFn<T> dw_cl_wgt_for<T>(Isa isa) {      \
+        CONVKIT_DW_CLW_AVX512(sfx)                            \
+        CONVKIT_DW_CLW_AVX2(sfx)                              \
+        (void)isa;                                            \
+        return dw_cl_wgt_generic_##sfx;                       \
+    }
+#ifdef CONVKIT_HAVE_AVX512
+#define CONVKIT_DW_CLW_AVX512(sfx) if (isa == Isa::avx512) return dw_cl_wgt_avx512_##sfx;
+#else
+#define CONVKIT_DW_CLW_AVX512(sfx)
+#endif
+#ifdef CONVKIT_HAVE_AVX2
+#define CONVKIT_DW_CLW_AVX2(sfx) if (isa == Isa::avx2 || isa == Isa::avx512) return dw_cl_wgt_avx2_##sfx;
+#else
+#define CONVKIT_DW_CLW_AVX2(sfx)
+#endif
+CONVKIT_DW_CL_FOR(float, f32)
+CONVKIT_DW_CL_FOR(double, f64)
+#undef CONVKIT_DW_CL_FOR
+#undef CONVKIT_DW_CLW_AVX512
+#undef CONVKIT_DW_CLW_AVX2
 #undef CONVKIT_DW_CL_AVX512
 #undef CONVKIT_DW_CL_AVX2
 
@@ -498,6 +521,53 @@ void dw_cl_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias,
         // sums are never stored, and lanes never mix.
         kern(x + (n * K + k0) * H * W, H * W, W, kc, ih1, iw1, pt, pl, Wp, offs, RS, wt, bl, bases, P, xin, tmp,
              out, y + (n * K + k0) * P);
+    }
+}
+
+// Backward weight of the small planes of dw_cl_forward: per task (batch
+// chunk, block of kDwCl planes) each image's padded input and gradients go to
+// lanes and every tap's products are summed over the pixels in four partials
+// (image by image, pixel order fixed), added pairwise at the end.
+template <typename T>
+void dw_cl_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* grad_w, int64_t nb_chunks,
+                           T* partial) {
+    constexpr int L = kDwCl;
+    const int64_t N = g.batch, K = g.out_channels, H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w;
+    const int64_t R = g.kernel_h, S = g.kernel_w, RS = R * S, P = OH * OW, wsize = g.w_size();
+    const int64_t pt = g.pad_top, pl = g.pad_left;
+    const int64_t Hp = (OH - 1) * g.stride_h + (R - 1) * g.dilation_h + 1;
+    const int64_t Wp = (OW - 1) * g.stride_w + (S - 1) * g.dilation_w + 1;
+    const int64_t kblocks = ceil_div(K, int64_t(L)), tasks = nb_chunks * kblocks;
+    std::vector<int64_t> off(static_cast<size_t>(RS)), base(static_cast<size_t>(P));
+    for (int64_t t = 0; t < RS; ++t)
+        off[static_cast<size_t>(t)] = (t / S) * g.dilation_h * Wp + (t % S) * g.dilation_w;
+    for (int64_t p = 0; p < P; ++p)
+        base[static_cast<size_t>(p)] = (p / OW) * g.stride_h * Wp + (p % OW) * g.stride_w;
+    const DwClWgtFn<T> kern = dw_cl_wgt_for<T>(active_isa());
+    const int nt = threads_for(N * K * P * RS);
+    const int64_t ih1 = std::max<int64_t>(0, std::min(H, Hp - pt)), iw1 = std::max<int64_t>(0, std::min(W, Wp - pl));
+    const int64_t xin_len = Hp * Wp * L, per_thread = xin_len + H * W * L + P * L + RS * 4 * L;
+    Scratch<T> scratch(nt, per_thread);
+    for (int i = 0; i < nt; ++i) std::fill(scratch.get(i), scratch.get(i) + xin_len, T(0));
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+        const FlushDenormals flush_denormals;
+        const int64_t b = task / kblocks, k0 = (task % kblocks) * L, kc = std::min(int64_t(L), K - k0);
+        const int64_t n_begin = b * N / nb_chunks, n_end = (b + 1) * N / nb_chunks;
+        T* xin = scratch.get(thread_id());
+        T* tmp = xin + xin_len;
+        T* gyl = tmp + H * W * L;
+        T* acc = gyl + P * L;
+        std::fill(acc, acc + RS * 4 * L, T(0));
+        for (int64_t n = n_begin; n < n_end; ++n)
+            kern(x + (n * K + k0) * H * W, H * W, W, kc, ih1, iw1, pt, pl, Wp, off.data(), RS, base.data(), P,
+                 gy + (n * K + k0) * P, xin, tmp, gyl, acc);
+        T* out = nb_chunks > 1 ? partial + b * wsize : grad_w;
+        for (int64_t l = 0; l < kc; ++l)
+            for (int64_t t = 0; t < RS; ++t) {
+                const T* a = acc + t * 4 * L + l;
+                out[(k0 + l) * RS + t] = (a[0] + a[L]) + (a[2 * L] + a[3 * L]);
+            }
     }
 }
 
@@ -647,6 +717,8 @@ void backward_data(const ConvGeometry& g, const T* grad_y, const T* w, T* grad_x
 template <typename T>
 void backward_weight(const ConvGeometry& g, const T* grad_y, const T* x, T* grad_w,
                      int64_t nb_chunks, T* partial) {
+    if (use_direct(g) && use_dw_cl_forward(g))
+        return dw_cl_backward_weight(g, grad_y, x, grad_w, nb_chunks, partial);
     if (use_direct(g) && use_dw3(g)) return dw3_backward_weight(g, grad_y, x, grad_w, nb_chunks, partial);
     direct_backward_weight(g, grad_y, x, grad_w, nb_chunks, partial);
 }

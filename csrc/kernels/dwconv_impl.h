@@ -286,6 +286,44 @@ inline void dw_cl_block_impl(const T* x, int64_t hw, int64_t W, int64_t kc, int6
     dw_cl_from_lanes(out, kc, P, y, P);
 }
 
+// Backward weight of one image of a block (the forward's layout): for every
+// tap t and lane l, acc[(t*4 + j)*kDwCl + l] += gy(p) * x(base[p] + off[t]) over
+// the pixels p, pixel p into partial j = p % 4 (its last P % 4 pixels into
+// partials 0, 1, ...), so four chains overlap; the caller adds the partials
+// pairwise at the end. gy: the block's P gradients per plane (stride P).
+template <typename T>
+inline void dw_cl_wgt_block_impl(const T* x, int64_t hw, int64_t W, int64_t kc, int64_t ih1, int64_t iw1,
+                                 int64_t pt, int64_t pl, int64_t Wp, const int64_t* off, int64_t taps,
+                                 const int64_t* base, int64_t P, const T* gy, T* xin, T* tmp, T* gyl, T* acc) {
+    using V = DwClVec<T>;
+    dw_cl_to_lanes(x, hw, kc, hw, tmp);
+    for (int64_t ih = 0; ih < ih1; ++ih) {
+        T* __restrict d = xin + ((ih + pt) * Wp + pl) * kDwCl;
+        const T* __restrict s = tmp + ih * W * kDwCl;
+        for (int64_t i = 0; i < iw1 * kDwCl; ++i) d[i] = s[i];
+    }
+    dw_cl_to_lanes(gy, P, kc, P, gyl);
+    const V* gv = reinterpret_cast<const V*>(gyl);
+    for (int64_t t = 0; t < taps; ++t) {
+        V* a = reinterpret_cast<V*>(acc + t * 4 * kDwCl);
+        V a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+        const T* xt = xin + off[t] * kDwCl;
+#define CONVKIT_DW_CL_X(q) (*reinterpret_cast<const V*>(xt + base[q] * kDwCl))
+        int64_t p = 0;
+        for (; p + 4 <= P; p += 4) {
+            a0 += gv[p] * CONVKIT_DW_CL_X(p);
+            a1 += gv[p + 1] * CONVKIT_DW_CL_X(p + 1);
+            a2 += gv[p + 2] * CONVKIT_DW_CL_X(p + 2);
+            a3 += gv[p + 3] * CONVKIT_DW_CL_X(p + 3);
+        }
+        if (p < P) a0 += gv[p] * CONVKIT_DW_CL_X(p);
+        if (p + 1 < P) a1 += gv[p + 1] * CONVKIT_DW_CL_X(p + 1);
+        if (p + 2 < P) a2 += gv[p + 2] * CONVKIT_DW_CL_X(p + 2);
+#undef CONVKIT_DW_CL_X
+        a[0] = a0; a[1] = a1; a[2] = a2; a[3] = a3;
+    }
+}
+
 template <typename T, int SW>
 inline void dw3_wgt_rows(T* lanes, const T* gy, const T* xp, int64_t ldx, int64_t rows,
                          int64_t OW, int64_t sh) {
@@ -393,6 +431,11 @@ template <typename T>
 using DwClFwdFn = void (*)(const T* x, int64_t hw, int64_t W, int64_t kc, int64_t ih1, int64_t iw1, int64_t pt,
                            int64_t pl, int64_t Wp, const int64_t* off, int64_t taps, const T* wt, const T* bias,
                            const int64_t* base, int64_t P, T* xin, T* tmp, T* out, T* y);
+// The channels-in-lanes backward weight (dw_cl_wgt_block_impl above).
+template <typename T>
+using DwClWgtFn = void (*)(const T* x, int64_t hw, int64_t W, int64_t kc, int64_t ih1, int64_t iw1, int64_t pt,
+                           int64_t pl, int64_t Wp, const int64_t* off, int64_t taps, const int64_t* base, int64_t P,
+                           const T* gy, T* xin, T* tmp, T* gyl, T* acc);
 // The flat forward (dw_flat_fwd_impl above).
 template <typename T>
 using DwFlatFwdFn = void (*)(const T* xp, int64_t Wp, int64_t R, int64_t S, const T* w, T bias, T* vbuf, T* y,
@@ -422,7 +465,13 @@ using DwFlatFwdFn = void (*)(const T* xp, int64_t Wp, int64_t R, int64_t S, cons
                                const int64_t*, int64_t, float*, float*, float*, float*);              \
     void dw_cl_fwd_##isa##_f64(const double*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,   \
                                int64_t, int64_t, const int64_t*, int64_t, const double*, const double*, \
-                               const int64_t*, int64_t, double*, double*, double*, double*);
+                               const int64_t*, int64_t, double*, double*, double*, double*);                \
+    void dw_cl_wgt_##isa##_f32(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,    \
+                               int64_t, int64_t, const int64_t*, int64_t, const int64_t*, int64_t,     \
+                               const float*, float*, float*, float*, float*);                         \
+    void dw_cl_wgt_##isa##_f64(const double*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,   \
+                               int64_t, int64_t, const int64_t*, int64_t, const int64_t*, int64_t,     \
+                               const double*, double*, double*, double*, double*);
 CONVKIT_DW3_DECLARE(generic)
 #ifdef CONVKIT_HAVE_AVX2
 CONVKIT_DW3_DECLARE(avx2)
@@ -481,6 +530,20 @@ CONVKIT_DW3_DECLARE(avx512)
                                int64_t P, double* xin, double* tmp, double* out, double* y) {       \
         dw_cl_block_impl<double>(x, hw, W, kc, ih1, iw1, pt, pl, Wp, off, taps, wt, bias, base, P, xin, tmp, \
                                  out, y);                                                         \
+    }                                                                                             \
+    void dw_cl_wgt_##isa##_f32(const float* x, int64_t hw, int64_t W, int64_t kc, int64_t ih1,     \
+                               int64_t iw1, int64_t pt, int64_t pl, int64_t Wp, const int64_t* off, \
+                               int64_t taps, const int64_t* base, int64_t P, const float* gy,      \
+                               float* xin, float* tmp, float* gyl, float* acc) {                   \
+        dw_cl_wgt_block_impl<float>(x, hw, W, kc, ih1, iw1, pt, pl, Wp, off, taps, base, P, gy, xin, tmp, \
+                                    gyl, acc);                                                    \
+    }                                                                                             \
+    void dw_cl_wgt_##isa##_f64(const double* x, int64_t hw, int64_t W, int64_t kc, int64_t ih1,    \
+                               int64_t iw1, int64_t pt, int64_t pl, int64_t Wp, const int64_t* off, \
+                               int64_t taps, const int64_t* base, int64_t P, const double* gy,     \
+                               double* xin, double* tmp, double* gyl, double* acc) {               \
+        dw_cl_wgt_block_impl<double>(x, hw, W, kc, ih1, iw1, pt, pl, Wp, off, taps, base, P, gy, xin, tmp, \
+                                     gyl, acc);                                                   \
     }
 
 }  // namespace dw
