@@ -480,27 +480,39 @@ CONVKIT_DW_CL_FOR(double, f64)
 #undef CONVKIT_DW_CL_AVX512
 #undef CONVKIT_DW_CL_AVX2
 
+// The lanes layout of a small-plane layer: the padded region the outputs read
+// (Hp x Wp; rows and columns past it are never read), the input rows and
+// columns inside it, each tap's offset and each output pixel's position in it.
+struct DwClLayout {
+    int64_t Hp, Wp, ih1, iw1;
+    std::vector<int64_t> off, base;
+    explicit DwClLayout(const ConvGeometry& g)
+        : Hp((g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1),
+          Wp((g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1),
+          ih1(std::max<int64_t>(0, std::min(g.in_h, Hp - g.pad_top))),
+          iw1(std::max<int64_t>(0, std::min(g.in_w, Wp - g.pad_left))),
+          off(static_cast<size_t>(g.kernel_h * g.kernel_w)),
+          base(static_cast<size_t>(g.out_h * g.out_w)) {
+        for (size_t t = 0; t < off.size(); ++t)
+            off[t] = int64_t(t) / g.kernel_w * g.dilation_h * Wp + int64_t(t) % g.kernel_w * g.dilation_w;
+        for (size_t p = 0; p < base.size(); ++p)
+            base[p] = int64_t(p) / g.out_w * g.stride_h * Wp + int64_t(p) % g.out_w * g.stride_w;
+    }
+};
+
 template <typename T>
 void dw_cl_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
     constexpr int L = kDwCl;
     const int64_t N = g.batch, K = g.out_channels, H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w;
     const int64_t R = g.kernel_h, S = g.kernel_w, RS = R * S, P = OH * OW;
     const int64_t pt = g.pad_top, pl = g.pad_left;
-    // The padded region the outputs read (rows and columns past it are never read).
-    const int64_t Hp = (OH - 1) * g.stride_h + (R - 1) * g.dilation_h + 1;
-    const int64_t Wp = (OW - 1) * g.stride_w + (S - 1) * g.dilation_w + 1;
+    const DwClLayout lay(g);
+    const int64_t Hp = lay.Hp, Wp = lay.Wp, ih1 = lay.ih1, iw1 = lay.iw1;
     const int64_t kblocks = ceil_div(K, int64_t(L)), tasks = N * kblocks;
-    std::vector<int64_t> off(static_cast<size_t>(RS)), base(static_cast<size_t>(P));
-    for (int64_t t = 0; t < RS; ++t)
-        off[static_cast<size_t>(t)] = (t / S) * g.dilation_h * Wp + (t % S) * g.dilation_w;
-    for (int64_t p = 0; p < P; ++p)
-        base[static_cast<size_t>(p)] = (p / OW) * g.stride_h * Wp + (p % OW) * g.stride_w;
-    const int64_t* offs = off.data();
-    const int64_t* bases = base.data();
+    const int64_t* offs = lay.off.data();
+    const int64_t* bases = lay.base.data();
     const DwClFwdFn<T> kern = dw_cl_fwd_for<T>(active_isa());
     const int nt = threads_for(N * K * P * RS);
-    // Input rows and columns that land inside the padded region.
-    const int64_t ih1 = std::max<int64_t>(0, std::min(H, Hp - pt)), iw1 = std::max<int64_t>(0, std::min(W, Wp - pl));
     // Per thread: xin (its zero border written once), tmp, out, weights, bias.
     const int64_t xin_len = Hp * Wp * L, per_thread = xin_len + H * W * L + P * L + RS * L + L;
     Scratch<T> scratch(nt, per_thread);
@@ -535,17 +547,11 @@ void dw_cl_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* gr
     const int64_t N = g.batch, K = g.out_channels, H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w;
     const int64_t R = g.kernel_h, S = g.kernel_w, RS = R * S, P = OH * OW, wsize = g.w_size();
     const int64_t pt = g.pad_top, pl = g.pad_left;
-    const int64_t Hp = (OH - 1) * g.stride_h + (R - 1) * g.dilation_h + 1;
-    const int64_t Wp = (OW - 1) * g.stride_w + (S - 1) * g.dilation_w + 1;
+    const DwClLayout lay(g);
+    const int64_t Hp = lay.Hp, Wp = lay.Wp, ih1 = lay.ih1, iw1 = lay.iw1;
     const int64_t kblocks = ceil_div(K, int64_t(L)), tasks = nb_chunks * kblocks;
-    std::vector<int64_t> off(static_cast<size_t>(RS)), base(static_cast<size_t>(P));
-    for (int64_t t = 0; t < RS; ++t)
-        off[static_cast<size_t>(t)] = (t / S) * g.dilation_h * Wp + (t % S) * g.dilation_w;
-    for (int64_t p = 0; p < P; ++p)
-        base[static_cast<size_t>(p)] = (p / OW) * g.stride_h * Wp + (p % OW) * g.stride_w;
     const DwClWgtFn<T> kern = dw_cl_wgt_for<T>(active_isa());
     const int nt = threads_for(N * K * P * RS);
-    const int64_t ih1 = std::max<int64_t>(0, std::min(H, Hp - pt)), iw1 = std::max<int64_t>(0, std::min(W, Wp - pl));
     const int64_t xin_len = Hp * Wp * L, per_thread = xin_len + H * W * L + P * L + RS * 4 * L;
     Scratch<T> scratch(nt, per_thread);
     for (int i = 0; i < nt; ++i) std::fill(scratch.get(i), scratch.get(i) + xin_len, T(0));
@@ -560,7 +566,7 @@ void dw_cl_backward_weight(const ConvGeometry& g, const T* gy, const T* x, T* gr
         T* acc = gyl + P * L;
         std::fill(acc, acc + RS * 4 * L, T(0));
         for (int64_t n = n_begin; n < n_end; ++n)
-            kern(x + (n * K + k0) * H * W, H * W, W, kc, ih1, iw1, pt, pl, Wp, off.data(), RS, base.data(), P,
+            kern(x + (n * K + k0) * H * W, H * W, W, kc, ih1, iw1, pt, pl, Wp, lay.off.data(), RS, lay.base.data(), P,
                  gy + (n * K + k0) * P, xin, tmp, gyl, acc);
         T* out = nb_chunks > 1 ? partial + b * wsize : grad_w;
         for (int64_t l = 0; l < kc; ++l)
