@@ -1001,7 +1001,7 @@ void gemm_forward(const ConvGeometry& g, const T* x, const T* w, bool w_transpos
                             dd += run;
                             q += run;
                             ow = 0;
-                            src += sh * Wp;
+                            if (q < q_hi) src += sh * Wp;  // (not past the last row: huge strides are legal)
                         }
                     }
                     d += len;

@@ -380,8 +380,10 @@ void dw_flat_forward(const ConvGeometry& g, const T* x, const T* w, const T* bia
                 const int64_t copy = (ih >= 0 && ih < H) ? std::max<int64_t>(0, std::min(W, Wp - pl)) : 0;
                 const int64_t left = copy > 0 ? pl : Wp;
                 for (int64_t j = 0; j < left; ++j) d[j] = T(0);
-                const T* src = xp + ih * W;
-                for (int64_t j = 0; j < copy; ++j) d[left + j] = src[j];
+                if (copy > 0) {  // (no pointer into rows outside the input)
+                    const T* src = xp + ih * W;
+                    for (int64_t j = 0; j < copy; ++j) d[left + j] = src[j];
+                }
                 for (int64_t j = left + copy; j < Wp; ++j) d[j] = T(0);
             }
             for (int64_t j = in_rows * Wp; j < xlen; ++j) xb[j] = T(0);

@@ -105,7 +105,8 @@ inline void dwk_fwd_rows(const T* xp, int64_t ldx, int64_t R, int64_t S, const T
                          int64_t rows, int64_t OW, int64_t sh) {
     constexpr int B = kDwChunk * 4 / int(sizeof(T));
     constexpr int B2 = B / 2;
-    const int64_t step = sh * ldx;
+    // (One row: no step; a huge stride_h with one output row is legal.)
+    const int64_t step = rows > 1 ? sh * ldx : 0;
     int64_t i = 0;
     // Narrow rows: two at a time, in B/2-column blocks even for rows of at
     // most B/4 columns (GCC spilled the B/4-wide blocks: 5x5 on 14- and
