@@ -424,15 +424,18 @@ void dw_banded_forward(const ConvGeometry& g, const T* x, const T* w, const T* b
 // 7x7 plane is not padded and computed in row chunks of its own: on an Intel
 // Xeon the flat path spent ~300 instructions per 7x7 plane filling and
 // emptying its band.
+// Rows and columns of the padded region a small-plane layer's outputs read
+// (rows and columns past it are never read).
+inline int64_t dw_cl_rows(const ConvGeometry& g) { return (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1; }
+inline int64_t dw_cl_cols(const ConvGeometry& g) { return (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1; }
+
 inline bool use_dw_cl_forward(const ConvGeometry& g) {
     if (!(g.out_h * g.out_w <= 1024 && g.in_h * g.in_w <= 1024 && g.out_channels >= 8 && g.pad_top >= 0 &&
           g.pad_left >= 0 && g.kernel_h <= 16 && g.kernel_w <= 16 && g.dilation_h <= 16 && g.dilation_w <= 16 &&
           g.stride_h <= 16 && g.stride_w <= 16))
         return false;
     // The padded region the outputs read stays small (its lanes are scratch).
-    const int64_t Hp = (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1;
-    const int64_t Wp = (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1;
-    return Hp * Wp <= 4096;
+    return dw_cl_rows(g) * dw_cl_cols(g) <= 4096;
 }
 
 template <typename T> DwClFwdFn<T> dw_cl_fwd_for(Isa isa);
@@ -483,14 +486,14 @@ CONVKIT_DW_CL_FOR(double, f64)
 #undef CONVKIT_DW_CL_AVX2
 
 // The lanes layout of a small-plane layer: the padded region the outputs read
-// (Hp x Wp; rows and columns past it are never read), the input rows and
+// (Hp x Wp), the input rows and
 // columns inside it, each tap's offset and each output pixel's position in it.
 struct DwClLayout {
     int64_t Hp, Wp, ih1, iw1;
     std::vector<int64_t> off, base;
     explicit DwClLayout(const ConvGeometry& g)
-        : Hp((g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1),
-          Wp((g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1),
+        : Hp(dw_cl_rows(g)),
+          Wp(dw_cl_cols(g)),
           ih1(std::max<int64_t>(0, std::min(g.in_h, Hp - g.pad_top))),
           iw1(std::max<int64_t>(0, std::min(g.in_w, Wp - g.pad_left))),
           off(static_cast<size_t>(g.kernel_h * g.kernel_w)),

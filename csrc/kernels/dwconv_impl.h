@@ -269,20 +269,28 @@ inline void dw_cl_from_lanes(const T* src, int64_t kc, int64_t n, T* dst, int64_
         for (int64_t p = 0; p < n; ++p) dst[l * ds + p] = src[p * kDwCl + l];
 }
 
-// One block of kc <= kDwCl planes (plane stride hw, rows of W): copies the
-// first ih1 rows and iw1 columns into the zero-padded pixel-major xin (Wp
-// padded columns; input (ih, iw) at padded (ih + pt, iw + pl)) through tmp
-// (hw * kDwCl), runs the block and writes its P outputs per plane (stride P).
+// The padded pixel-major input of a block of kc <= kDwCl planes (plane
+// stride hw, rows of W): its first ih1 rows and iw1 columns to xin (Wp padded
+// columns; input (ih, iw) at padded (ih + pt, iw + pl)), through tmp (hw *
+// kDwCl). The rest of xin (the zero border) is left as it is.
 template <typename T>
-inline void dw_cl_block_impl(const T* x, int64_t hw, int64_t W, int64_t kc, int64_t ih1, int64_t iw1, int64_t pt,
-                             int64_t pl, int64_t Wp, const int64_t* off, int64_t taps, const T* wt, const T* bias,
-                             const int64_t* base, int64_t P, T* xin, T* tmp, T* out, T* y) {
+inline void dw_cl_fill(const T* x, int64_t hw, int64_t W, int64_t kc, int64_t ih1, int64_t iw1, int64_t pt,
+                       int64_t pl, int64_t Wp, T* xin, T* tmp) {
     dw_cl_to_lanes(x, hw, kc, hw, tmp);
     for (int64_t ih = 0; ih < ih1; ++ih) {
         T* __restrict d = xin + ((ih + pt) * Wp + pl) * kDwCl;
         const T* __restrict s = tmp + ih * W * kDwCl;
         for (int64_t i = 0; i < iw1 * kDwCl; ++i) d[i] = s[i];
     }
+}
+
+// One block of kc <= kDwCl planes: fills xin (dw_cl_fill), runs the block
+// and writes its P outputs per plane (stride P).
+template <typename T>
+inline void dw_cl_block_impl(const T* x, int64_t hw, int64_t W, int64_t kc, int64_t ih1, int64_t iw1, int64_t pt,
+                             int64_t pl, int64_t Wp, const int64_t* off, int64_t taps, const T* wt, const T* bias,
+                             const int64_t* base, int64_t P, T* xin, T* tmp, T* out, T* y) {
+    dw_cl_fill(x, hw, W, kc, ih1, iw1, pt, pl, Wp, xin, tmp);
     dw_cl_fwd_impl(xin, off, taps, wt, bias, base, P, out);
     dw_cl_from_lanes(out, kc, P, y, P);
 }
@@ -297,12 +305,7 @@ inline void dw_cl_wgt_block_impl(const T* x, int64_t hw, int64_t W, int64_t kc, 
                                  int64_t pt, int64_t pl, int64_t Wp, const int64_t* off, int64_t taps,
                                  const int64_t* base, int64_t P, const T* gy, T* xin, T* tmp, T* gyl, T* acc) {
     using V = DwClVec<T>;
-    dw_cl_to_lanes(x, hw, kc, hw, tmp);
-    for (int64_t ih = 0; ih < ih1; ++ih) {
-        T* __restrict d = xin + ((ih + pt) * Wp + pl) * kDwCl;
-        const T* __restrict s = tmp + ih * W * kDwCl;
-        for (int64_t i = 0; i < iw1 * kDwCl; ++i) d[i] = s[i];
-    }
+    dw_cl_fill(x, hw, W, kc, ih1, iw1, pt, pl, Wp, xin, tmp);
     dw_cl_to_lanes(gy, P, kc, P, gyl);
     const V* gv = reinterpret_cast<const V*>(gyl);
     for (int64_t t = 0; t < taps; ++t) {
